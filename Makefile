@@ -1,0 +1,50 @@
+# clfops: the two README commands are `make demo` and `make test`; each builds .venv when missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch 2.13.0 CPU comes from a local wheel directory where the machine has one (no CUDA download).
+PIP_FLAGS := -c constraints.txt $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
+STAMP := $(VENV)/.installed
+
+.PHONY: install data demo test test-deps lint bench constraints clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(PIP_FLAGS) -e '.[server,dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Fashion-MNIST: Debian's dataset-fashion-mnist when we are root with apt, else the official download.
+data: $(STAMP)
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
+	  || echo "apt-get could not install dataset-fashion-mnist; downloading instead"; fi
+	$(VENV)/bin/clfops fetch fashion_mnist
+
+demo: data
+	$(VENV)/bin/clfops train
+
+# Chromium renders the evaluation report in its test (Debian's package, when we can install it).
+test-deps:
+	@if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	  || echo "could not install chromium"; fi
+
+test: data test-deps
+	$(VENV)/bin/pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: data
+	$(PY) benchmarks/train_throughput.py
+
+constraints: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | grep -v '^clfops' | sed 's/+cpu//' > constraints.body
+	{ head -2 constraints.txt; cat constraints.body; } > constraints.new && rm constraints.body && mv constraints.new constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,105 @@
+"""Training throughput: clfops (Lightning + Classifier) vs a plain PyTorch loop, same process, same data.
+
+    .venv/bin/python benchmarks/train_throughput.py [--images 24000] [--epochs 1] [--precision auto]
+
+Both train the same registered model on the same in-memory uint8 tensors, batch 256, AdamW + OneCycle,
+channels_last; the plain loop does exactly the work a careful hand-written script does per batch
+(gather, float, normalise, forward, loss, backward, step). Prints img/s of each and the ratio (target >= 0.95).
+Order alternates (plain, clfops, plain, clfops) to spread machine noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+
+from clfops import config as C
+from clfops.data.loader import make_splits
+from clfops.data.sources import load_source
+from clfops.hardware import configure_threads, resolve_precision
+from clfops.models import create_model
+
+
+def cpu_name() -> str:
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def plain(x: torch.Tensor, y: torch.Tensor, epochs: int, bs: int, precision: str, cfg) -> float:
+    torch.manual_seed(0)
+    net = create_model(cfg.model.name, 1, 10, (28, 28), C.to_container(cfg.model.args))
+    net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), lr=4e-3, weight_decay=5e-4)
+    steps = epochs * (len(y) // bs)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 4e-3, total_steps=steps, pct_start=0.25)
+    bf16 = precision.startswith("bf16")
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        perm = torch.randperm(len(y))
+        for k in range(len(y) // bs):
+            j = perm[k * bs : (k + 1) * bs]
+            xb = ((x[j].float() / 255 - 0.286) / 0.353).contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(net(xb), y[j], label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return steps * bs / (time.perf_counter() - t0)
+
+
+def clfops_fit(cfg) -> float:
+    from clfops.train import train
+
+    summary = train(cfg, [])
+    return (
+        summary["images"]["train"]
+        // cfg.data.batch_size
+        * cfg.data.batch_size
+        * cfg.trainer.max_epochs
+        / summary["train_seconds"]
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=24000)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--rounds", type=int, default=2)
+    a = ap.parse_args()
+    overrides = [
+        f"data.train_limit={a.images}",
+        "data.val_fraction=0.01",
+        f"trainer.max_epochs={a.epochs}",
+        f"trainer.precision={a.precision}",
+        "tracking.enabled=false",
+        "logging.progress=none",
+        "run.root=/tmp/clfops-bench-runs",
+        "checkpoint.every_n_epochs=0",
+    ]
+    cfg = C.compose("train", overrides)
+    threads = configure_threads(None)
+    precision = resolve_precision(a.precision)
+    source = load_source("fashion_mnist", None)
+    splits = make_splits(source, 0.01, 0, a.images)
+    rates: dict[str, list[float]] = {"plain": [], "clfops": []}
+    for _ in range(a.rounds):
+        rates["plain"].append(plain(splits.train.x, splits.train.y, a.epochs, 256, precision, cfg))
+        rates["clfops"].append(clfops_fit(cfg))
+    p, c = max(rates["plain"]), max(rates["clfops"])
+    print(f"cpu: {cpu_name()} ({torch.backends.cpu.get_cpu_capability()}), threads {threads}, precision {precision}")
+    print(f"plain loop : {p:8.0f} img/s  (runs: {', '.join(f'{r:.0f}' for r in rates['plain'])})")
+    print(f"clfops     : {c:8.0f} img/s  (runs: {', '.join(f'{r:.0f}' for r in rates['clfops'])})")
+    print(f"ratio clfops/plain: {c / p:.3f}  (target >= 0.95)")
+
+
+if __name__ == "__main__":
+    main()

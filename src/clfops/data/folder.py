@@ -1,0 +1,323 @@
+"""Image-folder reader: `root/<class>/*.png|jpg|jpeg|bmp|webp`, decoded once with Pillow, then cached.
+
+Layouts: `root/train/<class>/...` + `root/test/<class>/...` is used as given. For `root/<class>/...`
+the test split is carved per class, deterministically: files ordered by sha256 of their path relative
+to `root`, the first `round(n * test_fraction)` go to test (at least 1 when the class has 2+ images,
+never all). Hash order, not name order, keeps e.g. all `zz_*` files from landing in one split.
+
+Classes are the sorted sub-folder names; folders and files whose name starts with "." are ignored.
+The decoded tensors are cached in `cache_dir` as safetensors (not pickle: a cache file must not be
+able to run code) keyed by every file's (relative path, size, mtime_ns) and the decode parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import struct
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from clfops.data import DataError, Source, Split
+from clfops.data.hashing import tensor_sha256
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
+DEFAULT_TEST_FRACTION = 0.2
+CACHE_DIR_NAME = ".clfops-cache"
+_CACHE_VERSION = 1  # bump when decoding changes, so stale caches are not reused
+_CACHE_KEYS = ("train_x", "train_y", "test_x", "test_y")
+_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N"})
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES = frozenset({"LA", "RGBA", "P", "PA"})  # P may carry a transparent palette index
+# Pillow signals damaged files with any of these (SyntaxError for bad PNG chunks, struct.error for
+# short headers); all become one DataError naming the file.
+_PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    path: Path
+    label: int
+    is_test: bool
+
+
+@dataclass(frozen=True)
+class FolderLoad:
+    source: Source
+    cache_hit: bool  # True when the tensors came from the cache and no image was decoded
+
+
+def _bad_image(path: Path, exc: BaseException) -> DataError:
+    detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return DataError(f"{path}: unreadable image ({detail})")
+
+
+def _subdirs(folder: Path, skip: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p != skip)
+
+
+def _images(folder: Path, required: bool) -> list[Path]:
+    found = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    if required and not found:  # an empty class would silently never be predicted
+        raise DataError(f"{folder}: class folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return sorted(p for p in found if p.is_file())
+
+
+def _carve_test(files: list[Path], root: Path, test_fraction: float) -> set[Path]:
+    if len(files) < 2 or test_fraction <= 0:
+        return set()
+    n_test = min(len(files) - 1, max(1, round(len(files) * test_fraction)))
+    ordered = sorted(files, key=lambda p: hashlib.sha256(p.relative_to(root).as_posix().encode()).hexdigest())
+    return set(ordered[:n_test])
+
+
+def _scan_split_layout(root: Path, skip: Path) -> tuple[list[str], list[_Entry]]:
+    train_dir, test_dir = root / "train", root / "test"
+    if not test_dir.is_dir():
+        raise DataError(f"{root}: has a train/ folder but no test/ folder")
+    class_dirs = _subdirs(train_dir, skip)
+    classes = [d.name for d in class_dirs]
+    index = {name: i for i, name in enumerate(classes)}
+    entries = []
+    for class_dir in class_dirs:
+        entries += [_Entry(f, index[class_dir.name], False) for f in _images(class_dir, required=True)]
+    for class_dir in _subdirs(test_dir, skip):
+        if class_dir.name not in index:
+            raise DataError(f"{class_dir}: class {class_dir.name!r} is in test/ but not in train/")
+        entries += [_Entry(f, index[class_dir.name], True) for f in _images(class_dir, required=False)]
+    return classes, entries
+
+
+def _scan_flat_layout(root: Path, skip: Path, test_fraction: float) -> tuple[list[str], list[_Entry]]:
+    if (root / "test").is_dir():
+        raise DataError(f"{root}: has a test/ folder but no train/ folder")
+    class_dirs = _subdirs(root, skip)
+    entries = []
+    for label, class_dir in enumerate(class_dirs):
+        files = _images(class_dir, required=True)
+        test = _carve_test(files, root, test_fraction)
+        entries += [_Entry(f, label, f in test) for f in files]
+    return [d.name for d in class_dirs], entries
+
+
+def scan_folder(root: Path, test_fraction: float, skip: Path) -> tuple[list[str], list[_Entry]]:
+    """Class names and every image with its label and split; `skip` is the cache folder."""
+    if (root / "train").is_dir():
+        classes, entries = _scan_split_layout(root, skip)
+    else:
+        classes, entries = _scan_flat_layout(root, skip, test_fraction)
+    if not classes:
+        raise DataError(f"{root}: no class sub-folders (expected {root}/<class>/<image>)")
+    return classes, entries
+
+
+def _probe(path: Path) -> tuple[str, tuple[int, int]]:
+    """Mode and (height, width) from the header only: Image.open does not decode pixels."""
+    try:
+        with Image.open(path) as img:
+            return img.mode, (img.height, img.width)
+    except _PIL_ERRORS as exc:
+        raise _bad_image(path, exc) from None
+
+
+def _on_white(img: Image.Image) -> Image.Image:
+    """Composite onto white: transparent areas of icons/scans are background, and black would
+    invert their meaning for a model trained on white-background images."""
+    rgba = img.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+
+
+def _sixteen_bit_to_l(img: Image.Image) -> Image.Image:
+    """16-bit (I;16*) and 32-bit int (I, how some readers hand out 16-bit data) -> 8-bit L.
+
+    Values are taken as 0..65535 (clipped) and scaled with rounding, v * 255 / 65535, so that
+    65535 -> 255 exactly; a plain `>> 8` would be off by up to one level.
+    """
+    values = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))
+
+
+def _normalise_mode(img: Image.Image, path: Path) -> Image.Image:
+    """Any supported mode -> L (grayscale sources) or RGB (everything else)."""
+    mode = img.mode
+    if mode in ("1", "L"):
+        return img.convert("L")
+    if mode in _SIXTEEN_BIT_MODES:
+        return _sixteen_bit_to_l(img)
+    if mode == "LA":
+        return _on_white(img).convert("L")
+    if mode in _ALPHA_MODES:
+        return _on_white(img)
+    if mode == "RGB":
+        return img
+    if mode in ("CMYK", "YCbCr"):
+        return img.convert("RGB")
+    raise DataError(f"{path}: unsupported image mode {mode}")
+
+
+def _decode(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """One image as a (channels, height, width) uint8 array."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            out = _normalise_mode(img, path)
+            if channels == 1 and out.mode != "L":
+                out = out.convert("L")
+            elif channels == 3 and out.mode != "RGB":
+                out = out.convert("RGB")
+            if (out.height, out.width) != size:
+                out = out.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            array = np.asarray(out, dtype=np.uint8)
+    except _PIL_ERRORS as exc:
+        raise _bad_image(path, exc) from None
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _decode_all(
+    entries: list[_Entry], classes: list[str], channels: int | None, size: tuple[int, int] | None, name: str
+) -> Source:
+    probes = [_probe(e.path) for e in entries]
+    if channels is None:
+        channels = 1 if all(mode in _GRAY_MODES for mode, _ in probes) else 3
+    if size is None:
+        size = Counter(shape for _, shape in probes).most_common(1)[0][0]
+    x = np.empty((len(entries), channels, *size), dtype=np.uint8)
+    for i, entry in enumerate(entries):
+        x[i] = _decode(entry.path, channels, size)
+    images = torch.from_numpy(x)
+    labels = torch.tensor([e.label for e in entries], dtype=torch.int64)
+    is_test = torch.tensor([e.is_test for e in entries], dtype=torch.bool)
+    train = Split(x=images[~is_test].contiguous(), y=labels[~is_test].contiguous())
+    test = Split(x=images[is_test].contiguous(), y=labels[is_test].contiguous())
+    digest = tensor_sha256(train.x, train.y, test.x, test.y)
+    return Source(name=name, train=train, test=test, classes=classes, sha256=digest)
+
+
+def _cache_stem(
+    root: Path,
+    entries: list[_Entry],
+    channels: int | None,
+    size: tuple[int, int] | None,
+    test_fraction: float,
+) -> tuple[str, str]:
+    """(prefix, stem): prefix identifies root + parameters, stem adds the files' state.
+
+    Stat data (size, mtime_ns) instead of file contents keeps a cache hit cheap: no image is read.
+    """
+    params = json.dumps([_CACHE_VERSION, str(root.resolve()), channels, size, test_fraction])
+    prefix = hashlib.sha256(params.encode()).hexdigest()[:16]
+    content = hashlib.sha256(params.encode())
+    for entry in entries:
+        stat = entry.path.stat()
+        content.update(f"{entry.path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return prefix, f"{prefix}-{content.hexdigest()[:32]}"
+
+
+def _read_cache(cache_dir: Path, stem: str, name: str) -> Source | None:
+    tensors_path, meta_path = cache_dir / f"{stem}.safetensors", cache_dir / f"{stem}.json"
+    if not (tensors_path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        tensors = load_file(str(tensors_path))
+        train_x, train_y, test_x, test_y = (tensors[key] for key in _CACHE_KEYS)
+        train, test = Split(x=train_x, y=train_y), Split(x=test_x, y=test_y)
+        return Source(name=name, train=train, test=test, classes=list(meta["classes"]), sha256=meta["sha256"])
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+        # A damaged cache is only a lost speed-up: decode again and overwrite it.
+        logger.warning("ignoring unreadable cache %s: %s", tensors_path, exc)
+        return None
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via a temp file in the same folder + os.replace, so readers never see half a file."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_cache(cache_dir: Path, prefix: str, stem: str, source: Source) -> None:
+    values = (source.train.x, source.train.y, source.test.x, source.test.y)
+    tensors = dict(zip(_CACHE_KEYS, values, strict=True))
+    meta = {"version": _CACHE_VERSION, "classes": source.classes, "sha256": source.sha256}
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        # Tensors first, JSON last: a cache entry counts only when both exist.
+        _atomic_write(cache_dir / f"{stem}.safetensors", lambda tmp: save_file(tensors, str(tmp)))
+        _atomic_write(cache_dir / f"{stem}.json", lambda tmp: tmp.write_text(json.dumps(meta), encoding="utf-8"))
+        # Entries for the same root and parameters but older file states are dead weight.
+        for old in cache_dir.glob(f"{prefix}-*"):
+            if old.stem != stem and old.suffix in (".safetensors", ".json"):
+                old.unlink(missing_ok=True)
+    except OSError as exc:  # read-only data set folder, full disk: still usable, just not cached
+        logger.warning("cannot write image cache in %s: %s", cache_dir, exc)
+
+
+def _check_params(channels: int | None, size: tuple[int, int] | None, test_fraction: float) -> None:
+    if channels not in (None, 1, 3):
+        raise DataError(f"channels must be 1, 3 or None, got {channels}")
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise DataError(f"size must be (height, width) with positive values, got {size}")
+    if not 0 <= test_fraction < 1:
+        raise DataError(f"test_fraction must be in [0, 1), got {test_fraction}")
+
+
+def read_folder(
+    root: Path,
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+    cache_dir: Path | None = None,
+    name: str | None = None,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+) -> FolderLoad:
+    """Load an image folder (see module docstring), reporting whether the cache was hit.
+
+    channels: 1 or 3; None = 1 if every image is grayscale, else 3.
+    size: (height, width); None = the most common size. Other sizes are resized (bilinear).
+    cache_dir: default `root/.clfops-cache`. test_fraction: only for the layout without train/test.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found")
+    _check_params(channels, size, test_fraction)
+    size = None if size is None else (int(size[0]), int(size[1]))
+    cache = Path(cache_dir) if cache_dir is not None else root / CACHE_DIR_NAME
+    classes, entries = scan_folder(root, test_fraction, skip=cache)
+    prefix, stem = _cache_stem(root, entries, channels, size, test_fraction)
+    label = name if name is not None else root.resolve().name
+    cached = _read_cache(cache, stem, label)
+    if cached is not None:
+        return FolderLoad(source=cached, cache_hit=True)
+    source = _decode_all(entries, classes, channels, size, label)
+    _write_cache(cache, prefix, stem, source)
+    return FolderLoad(source=source, cache_hit=False)
+
+
+def load_folder(
+    root: Path,
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+    cache_dir: Path | None = None,
+    name: str | None = None,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+) -> Source:
+    """`read_folder` without the cache-hit flag."""
+    return read_folder(root, channels, size, cache_dir, name, test_fraction).source

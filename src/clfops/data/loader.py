@@ -1,0 +1,105 @@
+"""Train/validation split and the batch iterator over in-memory uint8 tensors.
+
+`BatchLoader` replaces Dataset + DataLoader: indexing a (N, C, H, W) uint8 tensor with a batch of indices
+is one gather (~0.1 ms for 256 Fashion-MNIST images), where a per-sample Dataset pays Python overhead
+for each image and worker processes would fight the model for the machine's 2 cores.
+
+The order of an epoch is a pure function of (seed, epoch, rank): a resumed run replays it exactly, and
+DDP ranks take disjoint strided slices of the same permutation (DistributedSampler's semantics).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from clfops.data import Source, Split
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+
+
+def make_splits(source: Source, val_fraction: float, seed: int, train_limit: int | None) -> Splits:
+    """Seeded, reproducible split of the official training set; the test set is never touched."""
+    x, y = source.train.x, source.train.y
+    if train_limit is not None:
+        if train_limit < 2:
+            raise ValueError(f"data.train_limit={train_limit}: need at least 2 images")
+        x, y = x[:train_limit], y[:train_limit]
+    n = len(y)
+    n_val = round(n * val_fraction)
+    if not 0 <= val_fraction < 1 or (val_fraction > 0 and n_val == 0):
+        raise ValueError(f"data.val_fraction={val_fraction}: must be in [0, 1) and leave >= 1 validation image")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+    return Splits(
+        train=Split(x[train_idx], y[train_idx]),
+        val=Split(x[val_idx], y[val_idx]),
+        test=source.test,
+    )
+
+
+class EpochSampler:
+    """Indices of one epoch for one rank. Lightning calls `set_epoch` before each training epoch."""
+
+    def __init__(self, n: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.shuffle, self.seed = n, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> torch.Tensor:
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=gen)
+        else:
+            order = torch.arange(self.n)
+        if self.world_size == 1:
+            return order
+        # Pad by repeating the head so every rank gets the same number of batches (DistributedSampler).
+        per_rank = math.ceil(self.n / self.world_size)
+        padded = torch.cat([order, order[: per_rank * self.world_size - self.n]])
+        return padded[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.world_size)
+
+
+class BatchLoader:
+    """Yields (uint8 images, int64 labels) batches; `sampler` is what Lightning sets the epoch on."""
+
+    def __init__(self, split: Split, batch_size: int, sampler: EpochSampler, drop_last: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        self.split, self.batch_size, self.sampler, self.drop_last = split, batch_size, sampler, drop_last
+        self.batch_sampler = None  # Lightning inspects DataLoader-like attributes; batching is ours
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        idx = self.sampler.indices()
+        for k in range(len(self)):
+            j = idx[k * self.batch_size : (k + 1) * self.batch_size]
+            yield self.split.x[j], self.split.y[j]
+
+
+def train_loader(split: Split, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> BatchLoader:
+    # drop_last only when it loses < 1 batch of a multi-batch epoch: a ragged last batch of 3 images
+    # gives a noisy BatchNorm step; tiny data sets keep every image.
+    drop = len(split) // world_size > batch_size
+    return BatchLoader(split, batch_size, EpochSampler(len(split), True, seed, rank, world_size), drop_last=drop)
+
+
+def eval_loader(split: Split, batch_size: int, rank: int = 0, world_size: int = 1) -> BatchLoader:
+    return BatchLoader(split, batch_size, EpochSampler(len(split), False, 0, rank, world_size))

@@ -1,0 +1,175 @@
+"""The LightningModule: loss, per-stage torchmetrics, optimizer and LR schedule from typed settings.
+
+The network itself is a plain `nn.Module` from `clfops.models`; this class only adds what training needs.
+Batches arrive as uint8 (B, C, H, W): conversion to float, augmentation and normalisation happen here, per
+batch, on whatever device the batch is on.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from clfops.data.augment import Augment
+from clfops.schedules import OptimizerSettings, SchedulerSettings, build_optimizer, build_scheduler
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf: training stops; the last good checkpoint is kept."""
+
+
+@dataclass
+class ModuleSettings:
+    num_classes: int
+    mean: list[float]
+    std: list[float]
+    optimizer: OptimizerSettings
+    scheduler: SchedulerSettings
+    label_smoothing: float = 0.0
+    channels_last: bool = False
+    seed: int = 0
+    classes: list[str] = field(default_factory=list)
+
+
+def stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    """acc (micro) and macro precision/recall/F1: the names every stage logs (`val/acc`, `test/f1`)."""
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "precision": MulticlassPrecision(num_classes, average="macro"),
+            "recall": MulticlassRecall(num_classes, average="macro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+        },
+        prefix=prefix,
+    )
+
+
+class Classifier(L.LightningModule):
+    def __init__(self, net: nn.Module, settings: ModuleSettings, augment: Augment) -> None:
+        super().__init__()
+        self.net = net
+        self.settings = settings
+        self.augment = augment
+        self.memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
+        # Normalisation folded into one multiply-add per pixel: x_uint8 * scale + shift.
+        mean = torch.tensor(settings.mean).view(1, -1, 1, 1)
+        std = torch.tensor(settings.std).view(1, -1, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * std), persistent=False)
+        self.register_buffer("shift", -mean / std, persistent=False)
+        self.train_acc = MulticlassAccuracy(settings.num_classes, average="micro")
+        self.val_metrics = stage_metrics(settings.num_classes, "val/")
+        self.test_metrics = stage_metrics(settings.num_classes, "test/")
+        self.aug_gen = torch.Generator()
+        self._loss_sum = torch.zeros(())
+        self._loss_count = 0
+
+    # ----- batches -----------------------------------------------------------------------------------
+    def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        """uint8 batch -> normalised float batch in the configured memory format (+ augmentation)."""
+        x = x.float()
+        if train and self.augment.enabled:
+            x = self.augment(x / 255.0, self.aug_gen) * 255.0
+        x = x * self.scale + self.shift
+        return x.contiguous(memory_format=self.memory_format)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self.net(self.prepare(x, train=True))
+        loss = F.cross_entropy(logits, y, label_smoothing=self.settings.label_smoothing)
+        # A cheap finite check per step (detect_anomaly costs ~2x): stop before NaN weights are saved.
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss became {loss.item()} at epoch {self.current_epoch} step {self.global_step}: "
+                "lower optimizer.lr or set trainer.gradient_clip_val"
+            )
+        self.train_acc.update(logits.detach(), y)
+        self._loss_sum = self._loss_sum + loss.detach().float() * len(y)
+        self._loss_count += len(y)
+        # Sent to the loggers every `trainer.log_every_n_steps` (tracking.log_every_n_steps) steps.
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection, stage: str) -> None:
+        x, y = batch
+        logits = self.net(self.prepare(x, train=False))
+        loss = F.cross_entropy(logits.float(), y)
+        metrics.update(logits, y)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    # ----- epoch hooks ---------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        # Augmentation randomness is a function of (seed, epoch): a resumed run replays it exactly.
+        self.aug_gen.manual_seed(self.settings.seed * 100_003 + self.current_epoch)
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._loss_count = 0
+
+    def on_train_epoch_end(self) -> None:
+        loss = self._loss_sum / max(self._loss_count, 1)
+        acc = self.train_acc.compute()
+        self.train_acc.reset()
+        self.log("train/loss_epoch", loss, sync_dist=True)
+        self.log("train/acc", acc, sync_dist=True)
+        val_acc = self.trainer.callback_metrics.get("val/acc")
+        if val_acc is not None:  # how much better the model does on what it was trained on
+            self.log("overfit_gap", acc - val_acc.to(acc.device), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), sync_dist=True)
+        self.val_metrics.reset()
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute(), sync_dist=True)
+        self.test_metrics.reset()
+
+    # ----- optimisation ---------------------------------------------------------------------------------
+    def configure_optimizers(self):  # type: ignore[override]
+        optimizer = build_optimizer(self.net, self.settings.optimizer)
+        steps_per_epoch = max(1, math.ceil(self.trainer.estimated_stepping_batches / self.trainer.max_epochs))
+        sched = build_scheduler(optimizer, self.settings.scheduler, steps_per_epoch, self.trainer.max_epochs)
+        if sched is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": sched}
+
+    # ----- exact resume: the global RNGs (dropout) travel in the checkpoint as plain tensors/lists --------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        np_state = np.random.get_state()
+        checkpoint["rng"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *map(float, np_state[2:])],
+            "python": list(random.getstate()[1]),
+            "python_version": random.getstate()[0],
+        }
+        checkpoint["classes"] = list(self.settings.classes)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("rng")
+        if not rng:
+            return
+        torch.set_rng_state(rng["torch"])
+        kind, keys, pos, gauss, cached = rng["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(gauss), float(cached)))
+        random.setstate((rng["python_version"], tuple(rng["python"]), None))

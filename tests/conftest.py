@@ -1,0 +1,50 @@
+"""Shared fixtures: the real configs composed with small, fast overrides; runs and MLflow store in tmp."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clfops import config as C
+
+REPO = Path(__file__).resolve().parents[1]
+CLFOPS = [sys.executable, "-m", "clfops.cli"]
+
+# A run small enough for a test (~5 s on 2 cores) that still exercises every stage of `clfops train`.
+TINY = [
+    "data.train_limit=600",
+    "data.batch_size=64",
+    "data.eval_batch_size=500",
+    "trainer.max_epochs=1",
+    "logging.progress=none",
+    "trainer.precision=32-true",
+]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    """A fresh SQLite MLflow store for this test."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def compose(tmp_path: Path, store: str):
+    """compose(*overrides) -> DictConfig: the real configs, tiny settings, runs + store under tmp_path."""
+
+    def _compose(*overrides: str, tiny: bool = True):
+        base = [f"run.root={tmp_path / 'runs'}", f"tracking.uri={store}"]
+        return C.compose("train", [*base, *(TINY if tiny else []), *overrides])
+
+    return _compose
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300):
+    """Run `clfops ARGS…` as a real subprocess; returns CompletedProcess with text output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [*CLFOPS, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
+    )

@@ -1,0 +1,63 @@
+"""End-to-end `clfops train` on a few hundred real Fashion-MNIST images: files, summary, MLflow, determinism."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from clfops.train import train
+from conftest import run_cli
+
+RUN_FILES = ("config.yaml", "overrides.yaml", "metrics.csv", "train.log", "summary.json", "model_summary.txt")
+
+
+def test_train_writes_run_dir_and_summary(compose, store: str) -> None:
+    cfg = compose("run.name=e2e", "trainer.max_epochs=2")
+    summary = train(cfg, ["run.name=e2e"])
+    run_dir = Path(summary["run_dir"])
+    assert run_dir.name == "e2e"
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file(), name
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["test_acc"] == summary["test_acc"]
+    assert 0.3 < summary["test_acc"] <= 1.0  # 2 epochs on 480 images: well above chance (0.1)
+    assert summary["epochs"] == 2 and summary["images"] == {"train": 480, "val": 120, "test": 10000}
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    epochs = [r for r in rows if r.get("val/acc")]
+    assert [int(r["epoch"]) for r in epochs] == [0, 1]
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "FINISHED"
+
+    run = MlflowClient(store).get_run(summary["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optimizer.lr"] == "0.004" and run.data.params["model.name"] == "fast_cnn"
+    assert run.data.params["data.sha256"] == summary["data_sha256"]
+    assert abs(run.data.metrics["test/acc"] - summary["test_acc"]) < 1e-9
+    history = MlflowClient(store).get_metric_history(summary["run_id"], "val/acc")
+    assert len(history) == 2
+
+
+def test_same_seed_same_metrics(compose) -> None:
+    a = train(compose("run.name=a", "deterministic=true"))
+    b = train(compose("run.name=b", "deterministic=true"))
+    assert a["test_acc"] == b["test_acc"] and a["test_loss"] == b["test_loss"]
+    timing = {"time", "epoch_seconds", "throughput_img_s"}
+
+    def values(run_dir: str) -> list[dict[str, str]]:
+        rows = csv.DictReader((Path(run_dir) / "metrics.csv").open())
+        return [{k: v for k, v in row.items() if k not in timing} for row in rows]
+
+    assert values(a["run_dir"]) and values(a["run_dir"]) == values(b["run_dir"])
+
+
+def test_cli_train_end_to_end(tmp_path: Path) -> None:
+    proc = run_cli(
+        "train", "data.train_limit=400", "data.batch_size=64", "trainer.max_epochs=1", "run.name=cli", f"run.root={tmp_path / 'runs'}",
+        "trainer.precision=32-true", cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "test accuracy" in proc.stdout and str(tmp_path / "runs" / "cli") in proc.stdout
+    assert (tmp_path / "mlflow.db").is_file()  # the default local store, in the working directory

@@ -27,6 +27,7 @@ from clfops.data import Source
 from clfops.data.augment import Augment, AugmentConfig
 from clfops.data.loader import Splits, eval_loader, make_splits, train_loader
 from clfops.data.sources import load_source
+from clfops.export import Manifest, save_model
 from clfops.hardware import configure_threads, resolve_precision
 from clfops.models import count_params, create_model
 from clfops.module import Classifier, ModuleSettings
@@ -154,6 +155,7 @@ def _fit_and_test(
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
     test_dl = eval_loader(splits.test, cfg.data.eval_batch_size)
     test = trainer.test(module, test_dl, verbose=False)[0]
+    model_dir = save_model(run_dir / "model", module.net, _manifest(cfg, source, module, tracker))
     return {
         "run_dir": str(run_dir),
         "run_id": tracker.run_id if tracker else None,
@@ -167,7 +169,22 @@ def _fit_and_test(
         "classes": list(source.classes),
         "data_sha256": source.sha256,
         "best_checkpoint": best,
+        "model_dir": str(model_dir),
     }
+
+
+def _manifest(cfg: DictConfig, source: Source, module: Classifier, tracker: Tracker | None) -> Manifest:
+    return Manifest(
+        model=cfg.model.name,
+        model_args=C.to_container(cfg.model.args),
+        classes=list(source.classes),
+        in_channels=source.channels,
+        image_size=list(source.size),
+        mean=list(module.settings.mean),
+        std=list(module.settings.std),
+        data_sha256=source.sha256,
+        run_id=tracker.run_id if tracker else "",
+    )
 
 
 class _Interrupted(KeyboardInterrupt):

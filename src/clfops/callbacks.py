@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
 from omegaconf import DictConfig
+
+from clfops.data.loader import BatchLoader
 
 
 def trainer_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[L.Callback], ModelCheckpoint]:
@@ -43,3 +48,78 @@ def trainer_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[L.Callback],
     if swa.enabled:
         callbacks.append(StochasticWeightAveraging(swa_lrs=swa.lr, swa_epoch_start=swa.epoch_start))
     return callbacks, best
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The run was stopped by a signal (Ctrl-C or SIGTERM); `signum` gives the exit code 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class GracefulStop(L.Callback):
+    """SIGTERM / Ctrl-C during fit: stop at the next batch boundary, write `last.ckpt` there, end KILLED.
+
+    Lightning already turns SIGTERM into a `SIGTERMException` raised after a batch has fully completed
+    (optimizer and LR scheduler stepped, progress counted); Ctrl-C is forwarded to that same path. We save
+    in `on_exception`, with the loader position, augmentation generator and the epoch's running sums, so
+    `resume=` continues at the next batch. A second signal, or one outside fit, stops at once.
+    """
+
+    def __init__(self, last_path: Path) -> None:
+        self.last_path = last_path
+        self.requested: int | None = None
+        self.in_fit = False
+        self._forwarding = False
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self._forwarding and signum == signal.SIGTERM:  # our own forward of a Ctrl-C
+            self._forwarding = False
+            return
+        if not self.in_fit or self.requested is not None:
+            raise RunInterrupted(self.requested or signum)
+        self.requested = signum
+        if signum == signal.SIGINT:  # let Lightning's SIGTERM machinery stop at the batch boundary
+            self._forwarding = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.in_fit = True
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.in_fit = False
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.in_fit = False
+        if self.requested is None or not isinstance(exception, SystemExit) or not trainer.training:
+            return  # stopped in validation: the epoch's last.ckpt before it stays the resume point
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        loader = trainer.train_dataloader
+        if isinstance(loader, BatchLoader):
+            loader.mark_consumed(done)
+        pl_module.saving_mid_epoch = True
+        try:
+            trainer.save_checkpoint(self.last_path, weights_only=False)
+        finally:
+            pl_module.saving_mid_epoch = False
+
+
+class RunInfo(L.Callback):
+    """Puts the resolved config, class names and data hash in every checkpoint: a resume needs them."""
+
+    def __init__(self, config: dict[str, Any], classes: list[str], data_sha256: str) -> None:
+        self.info = {"config": config, "classes": list(classes), "data_sha256": data_sha256}
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["clfops"] = self.info

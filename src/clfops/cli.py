@@ -15,7 +15,6 @@ from typing import Any
 import click
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -25,9 +24,25 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from clfops.data import DataError
     from clfops.export import ModelFileError
     from clfops.models import ModelError
+    from clfops.predict import PredictError
+    from clfops.promote import PromotionError
+    from clfops.report import EvaluateError
+    from clfops.server import ServerError
     from clfops.tracking import TrackingError
 
-    return (ConfigError, DataError, ModelError, TrackingError, CheckpointError, ModelFileError, ValueError)
+    return (
+        ConfigError,
+        DataError,
+        ModelError,
+        TrackingError,
+        CheckpointError,
+        ModelFileError,
+        ServerError,
+        EvaluateError,
+        ValueError,
+        PredictError,
+        PromotionError,
+    )
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -37,9 +52,11 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except KeyboardInterrupt:
-            click.echo("clfops: interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as err:
+            # 128 + signal number, the shell's convention: 130 for Ctrl-C, 143 for SIGTERM.
+            signum = getattr(err, "signum", 2)
+            click.echo(f"clfops: {err or 'interrupted'}", err=True)
+            sys.exit(128 + signum)
         except Exception as err:
             if isinstance(err, _user_errors()):
                 message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -157,6 +174,239 @@ def ui(port: int, uri: str | None) -> None:
     click.echo(f"MLflow UI for {store} at http://127.0.0.1:{port}  (Ctrl-C to stop)")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1"]
     sys.exit(subprocess.call([*cmd, "--port", str(port)]))
+
+
+@main.command()
+@click.option("--run-dir", type=click.Path(path_type=str), help="A run directory (uses RUN_DIR/model).")
+@click.option("--checkpoint", type=click.Path(path_type=str), help="A Lightning checkpoint of a run (.ckpt).")
+@click.option("--run-id", help="An MLflow run id (its logged model, else its local run dir).")
+@click.option("--model-uri", help="runs:/ID/model, models:/NAME@ALIAS or models:/NAME/VERSION.")
+@click.option(
+    "--data", default="test", show_default=True, help="test | val (of the training data) | DATASET | IMAGE_FOLDER."
+)
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--out", type=click.Path(path_type=str), help="Output folder (default RUN_DIR/eval or ./eval).")
+@click.option("--log-mlflow", is_flag=True, help="Log eval/* metrics and the files to the run (or a linked run).")
+@click.option("--tracking-uri", help="Tracking store (default: the run's own, else $MLFLOW_TRACKING_URI).")
+@click.option("--top-k-grid", "grid", default=16, show_default=True, help="Misclassified examples to show.")
+@click.option("--save-predictions", is_flag=True, help="Also write predictions.csv (one row per image).")
+@friendly
+def evaluate(
+    run_dir: str | None,
+    checkpoint: str | None,
+    run_id: str | None,
+    model_uri: str | None,
+    data: str,
+    batch_size: int,
+    out: str | None,
+    log_mlflow: bool,
+    tracking_uri: str | None,
+    grid: int,
+    save_predictions: bool,
+) -> None:
+    """Evaluate a trained model: classification report, plots, report.html, optionally logged to MLflow."""
+    from pathlib import Path
+
+    from clfops.evaluate import EvalRequest, print_summary
+    from clfops.evaluate import evaluate as run_evaluate
+
+    request = EvalRequest(
+        run_dir=Path(run_dir) if run_dir else None,
+        checkpoint=Path(checkpoint) if checkpoint else None,
+        run_id=run_id,
+        model_uri=model_uri,
+        data=data,
+        batch_size=batch_size,
+        out=Path(out) if out else None,
+        log_mlflow=log_mlflow,
+        tracking_uri=tracking_uri,
+        grid=grid,
+        save_predictions=save_predictions,
+    )
+    print_summary(run_evaluate(request))
+
+
+@main.command()
+@click.option(
+    "--backend-store-uri",
+    default="sqlite:///mlflow.db",
+    show_default=True,
+    help="sqlite:///FILE, postgresql://USER:PW@HOST:PORT/DB or mysql://USER:PW@HOST:PORT/DB.",
+)
+@click.option(
+    "--artifacts-destination",
+    default="./mlartifacts",
+    show_default=True,
+    help="Folder or s3://BUCKET/PREFIX (MLFLOW_S3_ENDPOINT_URL + AWS_* for MinIO/SeaweedFS).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address; beyond loopback needs --auth.")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
+@click.option("--auth", is_flag=True, help="MLflow basic auth; admin password from $CLFOPS_ADMIN_PASSWORD.")
+@click.option("--admin-username", default="admin", show_default=True)
+@click.option("--admin-password-file", default=None, help="File holding the admin password (instead of the env var).")
+@click.option("--auth-db-uri", default=None, help="Users/permissions store (default: the backend's database).")
+@click.option(
+    "--default-permission",
+    default="READ",
+    show_default=True,
+    type=click.Choice(["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"]),
+)
+@click.option("--allowed-hosts", default=None, help="Host headers to accept, e.g. mlflow.example.com.")
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without --auth (a proxy authenticates).")
+@friendly
+def server(
+    backend_store_uri: str,
+    artifacts_destination: str,
+    host: str,
+    port: int,
+    workers: int,
+    auth: bool,
+    admin_username: str,
+    admin_password_file: str | None,
+    auth_db_uri: str | None,
+    default_permission: str,
+    allowed_hosts: str | None,
+    insecure: bool,
+) -> None:
+    """Start a team MLflow tracking server (checked first); Ctrl-C stops it and all its workers."""
+    from clfops.server import ServerError, ServerSettings, serve
+
+    settings = ServerSettings(
+        backend_store_uri=backend_store_uri,
+        artifacts_destination=artifacts_destination,
+        host=host,
+        port=port,
+        workers=workers,
+        auth=auth,
+        insecure=insecure,
+        admin_username=admin_username,
+        admin_password_file=admin_password_file,
+        auth_db_uri=auth_db_uri,
+        default_permission=default_permission,
+        allowed_hosts=allowed_hosts,
+    )
+    try:
+        code = serve(settings)
+    except ServerError as err:  # answered here: @friendly's error lookup imports torch (seconds)
+        click.echo(f"clfops: error: {err}", err=True)
+        sys.exit(EXIT_USAGE)
+    sys.exit(code)
+
+
+_STORE_HELP = "Tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--model-uri", help="models:/NAME@production, models:/NAME/VERSION or runs:/RUN_ID/model.")
+@click.option("--run-id", help="An MLflow run id (its logged model, else its local run dir).")
+@click.option("--checkpoint", help="A checkpoint inside a run dir (RUN_DIR/checkpoints/*.ckpt).")
+@click.option("--run-dir", help="A run directory (uses RUN_DIR/model).")
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--out", help="Also write every prediction to a .csv or .json file.")
+@click.option("--batch-size", default=512, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--tracking-uri", help=_STORE_HELP)
+@friendly
+def predict(
+    sources: tuple[str, ...],
+    model_uri: str | None,
+    run_id: str | None,
+    checkpoint: str | None,
+    run_dir: str | None,
+    top_k: int,
+    out: str | None,
+    batch_size: int,
+    tracking_uri: str | None,
+) -> None:
+    """Class names and probabilities for SOURCES: image files, folders (recursive) or IDX files (.gz or raw).
+
+    Exits 1 when an image could not be read (each one is named on stderr and skipped).
+    """
+    from pathlib import Path
+
+    from clfops import predict as P
+
+    if out:
+        P.check_out_path(Path(out))
+    net, manifest = P.load_for_predict(model_uri, run_id, checkpoint, run_dir, tracking_uri)
+    pred = P.predict_sources(net, manifest, list(sources), batch_size)
+    P.print_table(pred, top_k)
+    if out:
+        P.write_output(pred, Path(out), top_k)
+        click.echo(f"wrote {len(pred.names)} predictions to {out}")
+    for path, why in pred.failed:
+        click.echo(f"clfops: skipped unreadable {path}: {why}", err=True)
+    if pred.failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--run-id", required=True, help="The MLflow run whose logged model becomes a version.")
+@click.option("--name", required=True, help="Registered model name (created when missing).")
+@click.option("--tracking-uri", help=_STORE_HELP)
+@friendly
+def register(run_id: str, name: str, tracking_uri: str | None) -> None:
+    """Register a run's model as a new version of NAME (tags: test_acc, data_sha256, git_commit)."""
+    from clfops.promote import register as register_version
+
+    mv = register_version(tracking_uri, run_id, name)
+    click.echo(f"registered {name} version {mv.version} from run {run_id}: models:/{name}/{mv.version}")
+
+
+@main.command()
+@click.option("--name", required=True, help="Registered model name.")
+@click.option("--version", "version", help="The version to promote (or --run-id).")
+@click.option("--run-id", help="Promote the latest version registered from this run.")
+@click.option("--alias", required=True, type=click.Choice(["staging", "production"]))
+@click.option("--gate", "gates", multiple=True, help="METRIC(>=|<=|>|<|==)NUMBER, e.g. 'eval/accuracy>=0.90'.")
+@click.option("--force", is_flag=True, help="Promote to production without holding staging first.")
+@click.option("--compare-to", type=click.Choice(["staging", "production"]), help="Also beat this alias' version.")
+@click.option("--tracking-uri", help=_STORE_HELP)
+@friendly
+def promote(
+    name: str,
+    version: str | None,
+    run_id: str | None,
+    alias: str,
+    gates: tuple[str, ...],
+    force: bool,
+    compare_to: str | None,
+    tracking_uri: str | None,
+) -> None:
+    """Move ALIAS to a version if every gate holds; exit 0 promoted, 1 a gate failed, 2 usage error.
+
+    Gates read the version's run metrics; eval/* falls back to the test/* metric training logged
+    (eval/accuracy <- test/acc) until `clfops evaluate --run-id ID --log-mlflow` has run.
+    """
+    from clfops.promote import promote as promote_version
+
+    decision = promote_version(tracking_uri, name, alias, version, run_id, list(gates), force, compare_to)
+    for ok, text in decision.checks:
+        click.echo(f"  {'pass' if ok else 'FAIL'}  {text}")
+    if not decision.promoted:
+        click.echo(f"not promoted: {name} v{decision.version} -> @{alias} refused ({decision.reason})", err=True)
+        sys.exit(1)
+    was = f" (was v{decision.previous})" if decision.previous else ""
+    click.echo(f"promoted {name} v{decision.version} -> @{alias}{was}: models:/{name}@{alias}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--tracking-uri", help=_STORE_HELP)
+@friendly
+def models(name: str, tracking_uri: str | None) -> None:
+    """List the versions of registered model NAME: aliases, run, key metrics, promotion decisions."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from clfops.promote import model_rows
+
+    rows = model_rows(tracking_uri, name)
+    table = Table(*rows[0].keys(), title=f"registered model {name}")
+    for row in rows:
+        table.add_row(*row.values())
+    Console().print(table)
 
 
 if __name__ == "__main__":

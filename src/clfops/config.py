@@ -65,6 +65,28 @@ def compose(name: str, overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def resume_config(saved: dict[str, Any], overrides: list[str]) -> DictConfig:
+    """The config a resumed run continues with: the checkpoint's own, plus this command's overrides."""
+    base = OmegaConf.create(saved)
+    groups = group_choices()
+    merged = base
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key == "resume":
+            continue
+        if key in groups:
+            raise ConfigError(f"{key}: cannot switch config group when resuming (start a new run instead)")
+        try:
+            patch = OmegaConf.from_dotlist([item.lstrip("+")])
+            OmegaConf.set_struct(merged, True)
+            merged = OmegaConf.merge(merged, patch)
+        except Exception as err:
+            raise ConfigError(f"{key}: {_first_line(str(err))}") from None
+    _check_types(merged, base, prefix="")
+    OmegaConf.set_struct(merged, False)
+    return merged
+
+
 def _group_overrides(overrides: list[str]) -> list[str]:
     """Only the overrides that pick a group file (e.g. `model=cnn`): they define the expected types."""
     groups = group_choices()

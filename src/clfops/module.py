@@ -7,7 +7,6 @@ batch, on whatever device the batch is on.
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, field
 
@@ -43,6 +42,9 @@ class ModuleSettings:
     channels_last: bool = False
     seed: int = 0
     classes: list[str] = field(default_factory=list)
+    # Optimizer steps per epoch, for per-step schedules. Given, not read from trainer.estimated_stepping_batches:
+    # that sets the train loader up before a checkpoint's loader position is restored (mid-epoch resume).
+    steps_per_epoch: int = 1
 
 
 def stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -77,6 +79,8 @@ class Classifier(L.LightningModule):
         self.aug_gen = torch.Generator()
         self._loss_sum = torch.zeros(())
         self._loss_count = 0
+        self._resumed_mid_epoch = False  # set by on_load_checkpoint: keep the restored epoch state
+        self.saving_mid_epoch = False  # set by GracefulStop around its mid-epoch save
 
     # ----- batches -----------------------------------------------------------------------------------
     def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
@@ -89,6 +93,9 @@ class Classifier(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def on_train_batch_start(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._resumed_mid_epoch = False  # from here on, epochs start fresh
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -122,6 +129,8 @@ class Classifier(L.LightningModule):
 
     # ----- epoch hooks ---------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
+        if self._resumed_mid_epoch:  # generator and running sums came from the checkpoint
+            return
         # Augmentation randomness is a function of (seed, epoch): a resumed run replays it exactly.
         self.aug_gen.manual_seed(self.settings.seed * 100_003 + self.current_epoch)
         self._loss_sum = torch.zeros((), device=self.device)
@@ -148,13 +157,13 @@ class Classifier(L.LightningModule):
     # ----- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self):  # type: ignore[override]
         optimizer = build_optimizer(self.net, self.settings.optimizer)
-        steps_per_epoch = max(1, math.ceil(self.trainer.estimated_stepping_batches / self.trainer.max_epochs))
-        sched = build_scheduler(optimizer, self.settings.scheduler, steps_per_epoch, self.trainer.max_epochs)
+        steps = self.settings.steps_per_epoch
+        sched = build_scheduler(optimizer, self.settings.scheduler, steps, self.trainer.max_epochs)
         if sched is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": sched}
 
-    # ----- exact resume: the global RNGs (dropout) travel in the checkpoint as plain tensors/lists --------
+    # ----- exact resume: RNGs and the epoch's running state travel as plain tensors/lists ---------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         np_state = np.random.get_state()
         checkpoint["rng"] = {
@@ -162,14 +171,28 @@ class Classifier(L.LightningModule):
             "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *map(float, np_state[2:])],
             "python": list(random.getstate()[1]),
             "python_version": random.getstate()[0],
+            "augment": self.aug_gen.get_state(),
         }
-        checkpoint["classes"] = list(self.settings.classes)
+        # Mid-epoch (SIGTERM) checkpoints also need the epoch's running train loss/accuracy.
+        checkpoint["epoch_state"] = {
+            "loss_sum": self._loss_sum.detach().cpu(),
+            "loss_count": self._loss_count,
+            "train_acc": {k: v.detach().cpu() for k, v in self.train_acc.metric_state.items()},
+            "mid_epoch": self.saving_mid_epoch,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rng = checkpoint.get("rng")
-        if not rng:
-            return
-        torch.set_rng_state(rng["torch"])
-        kind, keys, pos, gauss, cached = rng["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(gauss), float(cached)))
-        random.setstate((rng["python_version"], tuple(rng["python"]), None))
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            kind, keys, pos, gauss, cached = rng["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(gauss), float(cached)))
+            random.setstate((rng["python_version"], tuple(rng["python"]), None))
+            self.aug_gen.set_state(rng["augment"])
+        state = checkpoint.get("epoch_state")
+        if state and state.get("mid_epoch"):
+            self._loss_sum = state["loss_sum"]
+            self._loss_count = int(state["loss_count"])
+            for key, value in state["train_acc"].items():
+                setattr(self.train_acc, key, value)
+            self._resumed_mid_epoch = True

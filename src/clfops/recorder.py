@@ -22,12 +22,21 @@ from clfops.tracking import Tracker
 
 
 class RunLogger(Logger):
-    def __init__(self, run_dir: Path, tracker: Tracker | None, tensorboard: bool, start_step: int = -1) -> None:
+    def __init__(
+        self, run_dir: Path, tracker: Tracker | None, tensorboard: bool, resume_at: tuple[int, int] | None = None
+    ) -> None:
+        """`resume_at` = (epoch, global_step) of the checkpoint a resumed run starts from: later rows of
+        metrics.csv are dropped (they will be produced again), and points MLflow already holds are not re-sent."""
         super().__init__()
         self.run_dir = run_dir
         self.tracker = tracker
         self.csv_path = run_dir / "metrics.csv"
-        self.rows: list[dict[str, Any]] = read_metrics(self.csv_path, max_step=start_step)
+        self.rows: list[dict[str, Any]] = []
+        self._sent: dict[str, int] = {}
+        if resume_at is not None:
+            epoch, step = resume_at
+            self.rows = [r for r in read_metrics(self.csv_path) if r["epoch"] <= epoch and r["step"] <= step]
+            self._sent = tracker.last_steps() if tracker is not None else {}
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -61,7 +70,8 @@ class RunLogger(Logger):
         else:
             self.rows.append({"step": step, "epoch": epoch, "time": round(time.time(), 3), **values})
         if self.tracker is not None:
-            self.tracker.log_metrics(values, step)
+            fresh = {k: v for k, v in values.items() if step > self._sent.get(k, -1)}
+            self.tracker.log_metrics(fresh, step)
         if self._tb is not None:
             for key, value in values.items():
                 self._tb.add_scalar(key, value, step)
@@ -90,8 +100,8 @@ class RunLogger(Logger):
             self._tb.close()
 
 
-def read_metrics(path: Path, max_step: int | None = None) -> list[dict[str, Any]]:
-    """Rows of metrics.csv as dicts of floats (empty cells dropped); rows after `max_step` dropped."""
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Rows of metrics.csv as dicts of floats (empty cells dropped)."""
     if not path.exists():
         return []
     rows = []
@@ -99,8 +109,7 @@ def read_metrics(path: Path, max_step: int | None = None) -> list[dict[str, Any]
         for raw in csv.DictReader(fh):
             row: dict[str, Any] = {k: float(v) for k, v in raw.items() if v not in ("", None)}
             row["step"], row["epoch"] = int(row["step"]), int(row.get("epoch", -1))
-            if max_step is None or max_step < 0 or row["step"] <= max_step:
-                rows.append(row)
+            rows.append(row)
     return rows
 
 

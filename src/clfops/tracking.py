@@ -189,9 +189,38 @@ class Tracker:
             self.set_tags({"error": error})
         self._guard("set_terminated", self.client.set_terminated, self.run_id, status)
 
+    def last_steps(self) -> dict[str, int]:
+        """The highest step already stored per metric: a resumed run does not send those points again."""
+        run = self._guard("get_run", self.client.get_run, self.run_id)
+        if run is None:
+            return {}
+        steps = {}
+        for key in run.data.metrics:
+            history = self._guard("get_metric_history", self.client.get_metric_history, self.run_id, key) or []
+            steps[key] = max((m.step for m in history), default=-1)
+        return steps
+
     def artifact_uri(self) -> str | None:
         run = self._guard("get_run", self.client.get_run, self.run_id)
         return run.info.artifact_uri if run else None
+
+
+def run_dir_lookup(uri: str | None, timeout_s: float = 10.0) -> Any:
+    """A function run_id -> the local run dir recorded in the run's `clfops.run_dir` tag (for resume=ID)."""
+
+    def lookup(run_id: str) -> str:
+        try:
+            run = client(uri, timeout_s).get_run(run_id)
+        except TrackingError:
+            raise
+        except Exception as err:
+            raise TrackingError(f"unknown MLflow run {run_id} on {resolve_uri(uri)}: {_first_line(err)}") from None
+        path = run.data.tags.get("clfops.run_dir")
+        if not path:
+            raise TrackingError(f"MLflow run {run_id} has no clfops.run_dir tag: resume from its run dir instead")
+        return path
+
+    return lookup
 
 
 def _param_value(value: Any) -> str:
@@ -202,3 +231,347 @@ def _param_value(value: Any) -> str:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0][:300]
+
+
+# ---- evaluation helpers (issue 6) ----
+
+
+class RunRef:
+    """What `clfops evaluate` needs to know about an existing run."""
+
+    def __init__(self, run_id: str, experiment_name: str, tags: dict[str, str], uri: str) -> None:
+        self.run_id, self.experiment_name, self.tags, self.uri = run_id, experiment_name, tags, uri
+
+
+def find_run(uri: str | None, run_id: str, timeout_s: float = 10.0) -> RunRef:
+    """The run `run_id` on `uri`, or a one-line TrackingError naming the id and the store."""
+    uri = resolve_uri(uri)
+    c = client(uri, timeout_s)
+    try:
+        run = c.get_run(run_id)
+        experiment = c.get_experiment(run.info.experiment_id)
+    except Exception as err:
+        raise TrackingError(
+            f"unknown MLflow run {run_id!r} on {uri} ({_first_line(err)}): check the id in `clfops ui`, "
+            "or point MLFLOW_TRACKING_URI / --tracking-uri at the store that holds it"
+        ) from None
+    return RunRef(run_id, experiment.name, dict(run.data.tags), uri)
+
+
+def download_run_artifact(uri: str | None, run_id: str, path: str, dst: Path) -> Path | None:
+    """Download artifact `path` (file or folder) of a run into `dst`; None when the run has no such artifact."""
+    import posixpath
+
+    import mlflow.artifacts
+
+    uri = resolve_uri(uri)
+    c = client(uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars on stderr
+    try:
+        present = {a.path for a in c.list_artifacts(run_id, posixpath.dirname(path) or None)}
+        if path not in present:
+            return None
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=path, dst_path=str(dst), tracking_uri=uri
+        )
+    except Exception as err:
+        raise TrackingError(f"cannot download {path!r} of MLflow run {run_id}: {_first_line(err)}") from None
+    return Path(local)
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p for p in parts if p)])
+
+
+def _run_artifact_location(c: Any, run_id: str, path: str) -> str:
+    """`runs:/ID/PATH` -> where it is stored: a run artifact, else the run's latest logged model named PATH's
+    first part (MLflow 3 keeps logged models outside the run's artifacts)."""
+    run = c.get_run(run_id)
+    name, _, rest = path.partition("/")
+    if name in {a.path for a in c.list_artifacts(run_id)}:
+        return _join(run.info.artifact_uri, path)
+    found = c.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run_id}' AND name = '{name.replace(chr(39), '')}'",
+    )
+    if not found:
+        raise TrackingError(f"MLflow run {run_id} has no artifact or logged model named {name!r}")
+    return _join(max(found, key=lambda m: m.creation_timestamp).artifact_location, rest)
+
+
+def _resolve_model_uri(c: Any, model_uri: str) -> tuple[str, str | None]:
+    """(a URI the artifact download can read, the id of the run that logged the model) for `runs:/ID/…`,
+    `models:/name@alias[/path]`, `models:/name/N[/path]` and `models:/m-…` (a logged model). Registry URIs are
+    resolved here through `c`: MLflow's own download resolves them on the process-global registry URI."""
+    if model_uri.startswith("runs:/"):
+        run_id, _, path = model_uri.removeprefix("runs:/").partition("/")
+        return _run_artifact_location(c, run_id, path or "model"), run_id
+    if not model_uri.startswith("models:/"):
+        raise TrackingError(
+            f"model URI {model_uri!r}: use runs:/RUN_ID/PATH, models:/NAME@ALIAS or models:/NAME/VERSION"
+        )
+    parts = model_uri.removeprefix("models:/").split("/")
+    if "@" in parts[0]:
+        name, alias = parts[0].split("@", 1)
+        version, rest = c.get_model_version_by_alias(name, alias), parts[1:]
+    elif len(parts) >= 2 and parts[1].isdigit():
+        version, rest = c.get_model_version(parts[0], parts[1]), parts[2:]
+    elif parts[0].startswith("m-"):
+        logged = c.get_logged_model(parts[0])
+        return _join(logged.artifact_location, *parts[1:]), logged.source_run_id
+    else:
+        raise TrackingError(f"model URI {model_uri!r}: name a version or an alias (models:/NAME@ALIAS)")
+    location = c.get_model_version_download_uri(version.name, version.version)
+    return _join(location, *rest), version.run_id
+
+
+def download_model(uri: str | None, model_uri: str, dst: Path) -> tuple[Path, str | None]:
+    """Download a model URI into `dst`; returns (local folder, id of the run that logged it, when known)."""
+    import mlflow.artifacts
+
+    uri = resolve_uri(uri)
+    c = client(uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        location, run_id = _resolve_model_uri(c, model_uri)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst), tracking_uri=uri)
+    except TrackingError:
+        raise
+    except Exception as err:
+        raise TrackingError(f"cannot fetch model {model_uri} from {uri}: {_first_line(err)}") from None
+    return Path(local), run_id
+
+
+def log_evaluation(
+    uri: str | None,
+    run_id: str | None,
+    experiment: str,
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    directory: Path,
+    artifact_path: str = "eval",
+) -> str:
+    """Log metrics (step 0) and the files of `directory` to run `run_id`, or, with run_id None, to a new
+    FINISHED run in `experiment` carrying `tags`. Synchronous: the numbers are stored when this returns."""
+    from mlflow.entities import Metric, RunTag
+
+    uri = resolve_uri(uri)
+    c = client(uri)
+    now = int(time.time() * 1000)
+    try:
+        if run_id is None:
+            run_id = c.create_run(_experiment_id(c, experiment, uri), tags=tags).info.run_id
+            new = True
+        else:
+            c.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+            new = False
+        items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):  # MLflow takes at most 1000 metrics per batch
+            c.log_batch(run_id, metrics=items[i : i + 1000])
+        c.log_artifacts(run_id, str(directory), artifact_path)
+        if new:
+            c.set_terminated(run_id, "FINISHED")
+    except Exception as err:
+        raise TrackingError(f"cannot log the evaluation to MLflow on {uri}: {_first_line(err)}") from None
+    return run_id
+
+
+# ---- models and registry (issues 4, 7) ----
+# The pyfunc model of a run is logged under this name; `runs:/<run_id>/model` and `clfops register` use it.
+MODEL_NAME = "model"
+TORCH_MODEL_NAME = "pytorch_model"  # the optional mlflow.pytorch flavor (pickle-based)
+ALIASES = ("staging", "production")
+
+
+@contextlib.contextmanager
+def _fluent_store(uri: str | None) -> Iterator[str]:
+    """Point MLflow's fluent API (Model.log, pyfunc.load_model) at `uri`, then put back what was there.
+
+    mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI (and the registry URI) to os.environ: left
+    in place, every later subprocess of this process (a `clfops` CLI call, a server) would use this store.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    uri = resolve_uri(uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars on stderr
+    env = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    before = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield uri
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = before
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _pip_requirements() -> list[str]:
+    """Explicit pins: MLflow's requirement inference imports the model in a subprocess (seconds)."""
+    from importlib.metadata import version
+
+    from clfops import __version__
+
+    pins = [f"{name}=={version(name).split('+')[0]}" for name in ("torch", "safetensors", "numpy", "pandas", "mlflow")]
+    return [*pins, f"clfops=={__version__}"]  # clfops: install it from its repository for other env managers
+
+
+def model_signature(classes: list[str], channels: int, size: tuple[int, int]) -> Any:
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, channels, size[0], size[1]))])
+    cols = [ColSpec("string", "class"), ColSpec("double", "probability")]
+    outputs = Schema(cols + [ColSpec("double", f"p_{name}") for name in classes])
+    params = ParamSchema([ParamSpec("batch_size", "long", 512)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def log_model(uri: str | None, run_id: str, model_dir: Path, input_example: Any, torch_net: Any = None) -> str:
+    """Log `model_dir` (model.safetensors + manifest.json) as a pyfunc model from code; returns its models:/ URI.
+
+    `input_example`: uint8 (N, C, H, W) real images (2 are enough). `torch_net` also logs mlflow.pytorch.
+    """
+    with _fluent_store(uri) as store:
+        return _log_model(store, run_id, model_dir, input_example, torch_net)
+
+
+def _log_model(uri: str, run_id: str, model_dir: Path, input_example: Any, torch_net: Any) -> str:
+    import mlflow
+    from mlflow.models import Model
+
+    from clfops import pyfunc_model
+    from clfops.export import MANIFEST, WEIGHTS, read_manifest
+
+    manifest = read_manifest(model_dir)
+    size = (int(manifest.image_size[0]), int(manifest.image_size[1]))
+    tags = {"clfops.classes": ",".join(manifest.classes)[:5000], "clfops.weights_sha256": manifest.sha256}
+    try:
+        # Created explicitly in the run's experiment: left to itself MLflow files it under the fluent
+        # API's current experiment (Default), away from the run it belongs to.
+        experiment_id = client(uri).get_run(run_id).info.experiment_id
+        logged = mlflow.initialize_logged_model(MODEL_NAME, run_id, tags, experiment_id=experiment_id)
+        info = Model.log(
+            artifact_path=None,
+            name=MODEL_NAME,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            model_id=logged.model_id,
+            python_model=str(Path(pyfunc_model.__file__)),
+            artifacts={"weights": str(model_dir / WEIGHTS), "manifest": str(model_dir / MANIFEST)},
+            signature=model_signature(manifest.classes, manifest.in_channels, size),
+            input_example=input_example,
+            pip_requirements=_pip_requirements(),
+            # Declared so that load_model(..., model_config={"expected_classes": [...]}) may set it.
+            model_config={"expected_classes": None},
+        )
+        if torch_net is not None:  # pickle-based: only for users who ask for mlflow.pytorch.load_model
+            torch_logged = mlflow.initialize_logged_model(TORCH_MODEL_NAME, run_id, experiment_id=experiment_id)
+            Model.log(
+                artifact_path=None,
+                name=TORCH_MODEL_NAME,
+                flavor=mlflow.pytorch,
+                run_id=run_id,
+                model_id=torch_logged.model_id,
+                pytorch_model=torch_net,
+                serialization_format="pickle",  # MLflow 3's default, pt2, needs a traced example input
+                pip_requirements=_pip_requirements(),
+            )
+    except Exception as err:
+        raise TrackingError(f"cannot log the model of run {run_id}: {_first_line(err)}") from None
+    return f"models:/{info.model_id}"
+
+
+def load_pyfunc(model_uri: str, uri: str | None = None, expected_classes: list[str] | None = None) -> Any:
+    """mlflow.pyfunc.load_model; the class names are checked on load when `expected_classes` is given."""
+    import mlflow
+
+    config = {"expected_classes": list(expected_classes)} if expected_classes is not None else None
+    with _fluent_store(uri):
+        return mlflow.pyfunc.load_model(model_uri, model_config=config)
+
+
+class Registry:
+    """The model registry on one store: versions, tags, aliases (aliases only: MLflow stages are deprecated)."""
+
+    def __init__(self, uri: str | None, timeout_s: float = 10.0) -> None:
+        self.uri = resolve_uri(uri)
+        self.client = client(self.uri, timeout_s)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            raise TrackingError(f"{what} failed on {self.uri}: {_first_line(err)}") from None
+
+    def run(self, run_id: str) -> Any:
+        return self._call(f"run {run_id}", self.client.get_run, run_id)
+
+    def run_model_id(self, run_id: str) -> str | None:
+        """The id of the pyfunc model logged by `run_id` (the latest when several), or None."""
+        run = self.run(run_id)
+        outputs = run.outputs.model_outputs if run.outputs else []
+        for output in sorted(outputs, key=lambda o: o.step, reverse=True):
+            model = self._call("get_logged_model", self.client.get_logged_model, output.model_id)
+            if model.name == MODEL_NAME:
+                return model.model_id
+        return None
+
+    def register(self, name: str, run_id: str, model_id: str, tags: dict[str, str]) -> Any:
+        """A new version of `name` (created when missing) pointing at logged model `model_id`."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            self._call(f"creating registered model {name}", self.client.create_registered_model, name)
+        return self._call(
+            f"registering run {run_id} as {name}",
+            self.client.create_model_version,
+            name,
+            f"models:/{model_id}",
+            run_id=run_id,
+            tags=tags,
+            model_id=model_id,
+        )
+
+    def version(self, name: str, version: str) -> Any:
+        return self._call(f"model {name} version {version}", self.client.get_model_version, name, str(version))
+
+    def versions(self, name: str) -> list[Any]:
+        found = self._call(f"model {name}", self.client.search_model_versions, f"name = '{name}'")
+        return sorted(found, key=lambda v: int(v.version))
+
+    def versions_of_run(self, name: str, run_id: str) -> list[Any]:
+        return [v for v in self.versions(name) if v.run_id == run_id]
+
+    def alias_version(self, name: str, alias: str) -> Any | None:
+        """The version holding `alias`, or None when no version holds it."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """{alias: version} of registered model `name` ({} when it does not exist)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_registered_model(name).aliases)
+        except MlflowException:
+            return {}
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self._call(f"setting alias {alias}", self.client.set_registered_model_alias, name, alias, str(version))
+
+    def set_version_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self._call("tagging a model version", self.client.set_model_version_tag, name, str(version), key, value)

@@ -17,12 +17,20 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from clfops import config as C
 from clfops import runs
-from clfops.callbacks import trainer_callbacks
-from clfops.checkpoint import AtomicCheckpointIO, atomic_write_text
+from clfops.callbacks import GracefulStop, RunInfo, RunInterrupted, trainer_callbacks
+from clfops.checkpoint import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    ResumePoint,
+    atomic_write_text,
+    check_compatible,
+    find_resume,
+)
 from clfops.data import Source
 from clfops.data.augment import Augment, AugmentConfig
 from clfops.data.loader import Splits, eval_loader, make_splits, train_loader
@@ -34,44 +42,73 @@ from clfops.module import Classifier, ModuleSettings
 from clfops.progress import progress_callbacks, quiet_lightning
 from clfops.recorder import EpochStats, RunLogger
 from clfops.schedules import OptimizerSettings, SchedulerSettings
-from clfops.tracking import Tracker
+from clfops.tracking import Tracker, run_dir_lookup
 
 log = logging.getLogger("clfops")
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Train, test and record one run; returns the summary (also written to RUN_DIR/summary.json)."""
+    """Train, test and record one run; returns the summary (also written to RUN_DIR/summary.json).
+
+    With `resume=` set, the run continues in its own run dir and MLflow run, from its checkpoint's config
+    plus `overrides`; a change that breaks the run (other model or data) is refused before anything runs.
+    """
     t_start = time.perf_counter()
     quiet_lightning()
+    overrides = list(overrides or [])
+    resume = find_resume(cfg.resume, run_dir_lookup(cfg.tracking.uri)) if cfg.resume else None
+    changed: list[str] = []
+    if resume is not None:
+        new = C.resume_config(resume.config, overrides)
+        changed = check_compatible(resume.config, C.to_container(new))
+        cfg = new
+        cfg.resume = str(resume.checkpoint)
     threads = configure_threads(cfg.trainer.num_threads)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     torch.use_deterministic_algorithms(bool(cfg.deterministic), warn_only=True)
-    run_dir = runs.create(Path(cfg.run.root).resolve(), cfg.run.name)
+    run_dir = resume.run_dir if resume else runs.create(Path(cfg.run.root).resolve(), cfg.run.name)
     handler = runs.attach_log_file(run_dir / "train.log")
+    stop = GracefulStop(run_dir / "checkpoints" / "last.ckpt")
+    stop.install()
+    tracker: Tracker | None = None
     try:
         log.info(f"run dir {run_dir}  (threads {threads}, precision {precision})")
-        atomic_write_text(run_dir / "config.yaml", C.to_yaml(cfg))
-        atomic_write_text(run_dir / "overrides.yaml", "".join(f"- {o}\n" for o in overrides or []) or "[]\n")
+        if resume is not None:
+            where = "mid-epoch" if resume.mid_epoch else "after epoch"
+            log.info(f"resuming from {resume.checkpoint} ({where} {resume.epoch + 1}); changed: {changed or 'nothing'}")
+        else:
+            atomic_write_text(run_dir / "config.yaml", C.to_yaml(cfg))
+            atomic_write_text(run_dir / "overrides.yaml", "".join(f"- {o}\n" for o in overrides) or "[]\n")
+        runs.write_status(run_dir, "RUNNING")
         t0 = time.perf_counter()
         source = load_source(cfg.data.name, cfg.data.root, cfg.data.channels, _size(cfg.data.size))
+        if resume is not None and source.sha256 != resume.data_sha256:
+            raise CheckpointError(
+                f"cannot resume: the data changed since the checkpoint (sha256 {source.sha256[:12]}…)"
+            )
         splits = make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit)
         data_s = time.perf_counter() - t0
-        tracker = _start_tracking(cfg, run_dir, source, overrides or [])
-        try:
-            summary = _fit_and_test(cfg, run_dir, source, splits, tracker, precision)
-        except BaseException as err:
-            _end_tracking(tracker, run_dir, err)
-            raise
+        tracker = _start_tracking(cfg, run_dir, source, overrides, resume, changed)
+        summary = _fit_and_test(cfg, run_dir, source, splits, tracker, precision, stop, resume)
         summary.update(data_seconds=round(data_s, 3), total_seconds=round(time.perf_counter() - t_start, 3))
+        if tracker is not None and cfg.tracking.log_model:  # the safe pyfunc model (~0.5 s), + a version if asked
+            from clfops.promote import log_run_model
+
+            example = splits.test.x[:2].numpy()  # two real images: the model's input example
+            torch_flavor, register_as = bool(cfg.tracking.log_torch_flavor), cfg.tracking.register_as
+            summary.update(log_run_model(tracker, Path(summary["model_dir"]), example, torch_flavor, register_as))
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         if tracker is not None:
             _log_run_files(tracker, run_dir)
-        _end_tracking(tracker, run_dir, None)
-        runs.write_status(run_dir, "FINISHED")
-        return summary
+    except BaseException as err:
+        _end_tracking(tracker, run_dir, err)
+        raise
     finally:
+        stop.uninstall()
         runs.detach_log_file(handler)
+    _end_tracking(tracker, run_dir, None)
+    return summary
 
 
 def _size(size: Any) -> tuple[int, int] | None:
@@ -88,7 +125,7 @@ def _normalisation(cfg: DictConfig, splits: Splits) -> tuple[list[float], list[f
     return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
 
 
-def build_module(cfg: DictConfig, source: Source, splits: Splits) -> Classifier:
+def build_module(cfg: DictConfig, source: Source, splits: Splits, steps_per_epoch: int) -> Classifier:
     net = create_model(
         cfg.model.name, source.channels, len(source.classes), source.size, C.to_container(cfg.model.args)
     )
@@ -105,50 +142,41 @@ def build_module(cfg: DictConfig, source: Source, splits: Splits) -> Classifier:
         channels_last=bool(cfg.trainer.channels_last),
         seed=int(cfg.seed),
         classes=list(source.classes),
+        steps_per_epoch=steps_per_epoch,
     )
     return Classifier(net, settings, Augment(augment_config(cfg.augment)))
 
 
 def _fit_and_test(
-    cfg: DictConfig, run_dir: Path, source: Source, splits: Splits, tracker: Tracker | None, precision: str
+    cfg: DictConfig,
+    run_dir: Path,
+    source: Source,
+    splits: Splits,
+    tracker: Tracker | None,
+    precision: str,
+    stop: GracefulStop,
+    resume: ResumePoint | None,
 ) -> dict[str, Any]:
-    module = build_module(cfg, source, splits)
+    keep = (resume.epoch, resume.global_step) if resume else None
+    logger = RunLogger(run_dir, tracker, bool(cfg.logging.tensorboard), keep)
+    info = RunInfo(C.to_container(cfg), source.classes, source.sha256)
+    trainer, ckpt = _make_trainer(cfg, run_dir, precision, logger, [info, stop])
+    train_dl = train_loader(splits.train, cfg.data.batch_size, cfg.seed, trainer.global_rank, trainer.world_size)
+    val_dl = eval_loader(splits.val, cfg.data.eval_batch_size, trainer.global_rank, trainer.world_size)
+    module = build_module(cfg, source, splits, steps_per_epoch=len(train_dl))
     n_params = count_params(module.net)
     runs.write_text(run_dir / "model_summary.txt", f"{module.net}\n\nparameters: {n_params:,}\n")
     if tracker is not None:
         tracker.log_params({"model.parameters": n_params, "precision.resolved": precision})
-    logger = RunLogger(run_dir, tracker, bool(cfg.logging.tensorboard))
-    callbacks, ckpt = trainer_callbacks(cfg, run_dir)
-    progress, bar = progress_callbacks(cfg.logging.progress)
-    trainer = L.Trainer(
-        max_epochs=cfg.trainer.max_epochs,
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        strategy=cfg.trainer.strategy,
-        num_nodes=cfg.trainer.num_nodes,
-        precision=precision,
-        logger=logger,
-        callbacks=[*callbacks, EpochStats(), *progress],
-        enable_progress_bar=bar,
-        enable_model_summary=False,
-        gradient_clip_val=cfg.trainer.gradient_clip_val,
-        limit_val_batches=cfg.trainer.limit_val_batches,
-        check_val_every_n_epoch=cfg.trainer.check_val_every_n_epoch,
-        log_every_n_steps=cfg.tracking.log_every_n_steps,
-        num_sanity_val_steps=0,
-        deterministic=bool(cfg.deterministic),
-        plugins=[AtomicCheckpointIO()],
-        default_root_dir=str(run_dir),
-    )
-    bs = cfg.data.batch_size
-    train_dl = train_loader(splits.train, bs, cfg.seed, trainer.global_rank, trainer.world_size)
-    val_dl = eval_loader(splits.val, cfg.data.eval_batch_size, trainer.global_rank, trainer.world_size)
     t0 = time.perf_counter()
-    with _signals_as_interrupt():
-        trainer.fit(module, train_dl, val_dl, ckpt_path=runs.resume_checkpoint(cfg.resume), weights_only=True)
+    ckpt_path = str(resume.checkpoint) if resume else None
+    try:
+        trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit as err:  # Lightning's SIGTERMException, or its exit after a KeyboardInterrupt
+        raise RunInterrupted(stop.requested or signal.SIGINT) from err
     train_s = time.perf_counter() - t0
     if trainer.interrupted:
-        raise KeyboardInterrupt
+        raise RunInterrupted(stop.requested or signal.SIGINT)
     best = ckpt.best_model_path or ckpt.last_model_path
     best_val = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
     if best:
@@ -187,25 +215,53 @@ def _manifest(cfg: DictConfig, source: Source, module: Classifier, tracker: Trac
     )
 
 
-class _Interrupted(KeyboardInterrupt):
-    """SIGTERM turned into the same path as Ctrl-C: Lightning shuts down, the run ends KILLED."""
+def _make_trainer(
+    cfg: DictConfig, run_dir: Path, precision: str, logger: RunLogger, extra: list[L.Callback]
+) -> tuple[L.Trainer, ModelCheckpoint]:
+    callbacks, ckpt = trainer_callbacks(cfg, run_dir)
+    progress, bar = progress_callbacks(cfg.logging.progress)
+    trainer = L.Trainer(
+        max_epochs=cfg.trainer.max_epochs,
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        strategy=cfg.trainer.strategy,
+        num_nodes=cfg.trainer.num_nodes,
+        precision=precision,
+        logger=logger,
+        callbacks=[*callbacks, *extra, EpochStats(), *progress],
+        enable_progress_bar=bar,
+        enable_model_summary=False,
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
+        limit_val_batches=cfg.trainer.limit_val_batches,
+        check_val_every_n_epoch=cfg.trainer.check_val_every_n_epoch,
+        log_every_n_steps=cfg.tracking.log_every_n_steps,
+        num_sanity_val_steps=0,
+        deterministic=bool(cfg.deterministic),
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(run_dir),
+    )
+    return trainer, ckpt
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise _Interrupted(f"signal {signum}")
-
-
-class _signals_as_interrupt:
-    def __enter__(self) -> None:
-        self._old = signal.signal(signal.SIGTERM, _raise_interrupt)
-
-    def __exit__(self, *exc: Any) -> None:
-        signal.signal(signal.SIGTERM, self._old)
-
-
-def _start_tracking(cfg: DictConfig, run_dir: Path, source: Source, overrides: list[str]) -> Tracker | None:
+def _start_tracking(
+    cfg: DictConfig,
+    run_dir: Path,
+    source: Source,
+    overrides: list[str],
+    resume: ResumePoint | None,
+    changed: list[str],
+) -> Tracker | None:
     if not cfg.tracking.enabled:
         return None
+    if resume is not None and (run_dir / "run.json").is_file():
+        info = json.loads((run_dir / "run.json").read_text())
+        tracker = Tracker.reopen(
+            cfg.tracking.uri or info["tracking_uri"], info["run_id"], cfg.tracking.connect_timeout_s
+        )
+        tags = {"clfops.resumed_from": str(resume.checkpoint), "clfops.resume_changed": ", ".join(changed) or "-"}
+        tracker.set_tags(tags)
+        log.info(f"MLflow run {tracker.run_id} reopened at {tracker.uri}")
+        return tracker
     tags = runs.provenance_tags(run_dir, overrides)
     experiment = cfg.tracking.experiment or source.name
     tracker = Tracker.start(cfg.tracking.uri, experiment, run_dir.name, tags, cfg.tracking.connect_timeout_s)
@@ -234,13 +290,14 @@ def _end_tracking(tracker: Tracker | None, run_dir: Path, err: BaseException | N
     if err is None:
         status, message = "FINISHED", None
     elif isinstance(err, (KeyboardInterrupt, SystemExit)):
-        status, message = "KILLED", f"interrupted ({err or 'Ctrl-C'})"
+        status, message = "KILLED", str(err) or "interrupted"
     else:
         status, message = (
             "FAILED",
             f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}",
         )
-    runs.write_status(run_dir, status, message)
+    if run_dir.is_dir():
+        runs.write_status(run_dir, status, message)
     if tracker is not None:
         tracker.log_artifact(run_dir / "train.log")
         tracker.end(status, message)

@@ -82,6 +82,10 @@ class BatchLoader:
             raise ValueError(f"batch_size={batch_size}: must be >= 1")
         self.split, self.batch_size, self.sampler, self.drop_last = split, batch_size, sampler, drop_last
         self.batch_sampler = None  # Lightning inspects DataLoader-like attributes; batching is ours
+        self._done = 0  # batches yielded in the current epoch (state for a mid-epoch checkpoint)
+        self._skip = 0  # batches to skip once, after load_state_dict (mid-epoch resume)
+        self._consumed: int | None = None
+        self._skip_epoch = -1
 
     def __len__(self) -> int:
         n = len(self.sampler)
@@ -89,9 +93,29 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self.sampler.indices()
-        for k in range(len(self)):
+        start = self._skip if self.sampler.epoch == self._skip_epoch else 0
+        self._skip = 0
+        self._done, self._consumed = start, None
+        for k in range(start, len(self)):
             j = idx[k * self.batch_size : (k + 1) * self.batch_size]
+            self._done = k + 1
             yield self.split.x[j], self.split.y[j]
+
+    # Lightning saves these in checkpoints ("stateful" loaders) so a mid-epoch resume continues the
+    # same permutation at the next batch instead of restarting the epoch.
+    def mark_consumed(self, batches: int) -> None:
+        """Batches the model has actually trained on: Lightning prefetches one, so `_done` runs ahead."""
+        self._consumed = batches
+
+    def state_dict(self) -> dict[str, int]:
+        done = self._consumed if self._consumed is not None else self._done
+        return {"epoch": self.sampler.epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        # An epoch-end checkpoint (all batches done) resumes at the next epoch's first batch.
+        done = int(state["batches_done"])
+        self._skip = done if done < len(self) else 0
+        self._skip_epoch = int(state["epoch"])
 
 
 def train_loader(split: Split, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> BatchLoader:

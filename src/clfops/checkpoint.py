@@ -91,10 +91,13 @@ class AtomicCheckpointIO(CheckpointIO):
 
 
 # ----- resume -----------------------------------------------------------------------------------------
-# What may differ between the checkpoint's config and the resumed one. Anything that changes the network
-# or the data it sees breaks the run; the rest (more epochs, tracking, logging) is allowed and recorded.
+# What may differ between the checkpoint's config and the resumed one. Anything that changes the network,
+# the data it sees or the optimisation state breaks the run; the rest (more epochs: OneCycle/cosine stretch
+# over the new length; tracking, logging) is allowed and recorded.
 INCOMPATIBLE = (
     "model",
+    "optimizer",  # its state (moments, LR) comes from the checkpoint: a changed value would be ignored
+    "scheduler",
     "data.name",
     "data.root",
     "data.channels",

@@ -58,6 +58,10 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(f"clfops: {err or 'interrupted'}", err=True)
             sys.exit(128 + signum)
         except Exception as err:
+            module = sys.modules.get("clfops.module")  # loaded iff training ran; don't import torch for this
+            if module is not None and isinstance(err, module.NonFiniteLossError):  # diverged: exit 1
+                click.echo(f"clfops: error: {err}", err=True)
+                sys.exit(1)
             if isinstance(err, _user_errors()):
                 message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 click.echo(f"clfops: error: {message}", err=True)
@@ -305,7 +309,7 @@ _STORE_HELP = "Tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlf
 @click.option("--run-dir", help="A run directory (uses RUN_DIR/model).")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--out", help="Also write every prediction to a .csv or .json file.")
-@click.option("--batch-size", default=512, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--tracking-uri", help=_STORE_HELP)
 @friendly
 def predict(
@@ -406,6 +410,27 @@ def models(name: str, tracking_uri: str | None) -> None:
     table = Table(*rows[0].keys(), title=f"registered model {name}")
     for row in rows:
         table.add_row(*row.values())
+    Console().print(table)
+
+
+@main.command("runs")
+@click.option("--root", default="runs", show_default=True, help="Where the run dirs are (run.root).")
+@friendly
+def list_runs(root: str) -> None:
+    """List local run dirs: status, epochs done, best val/acc; what `resume=` can continue."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from clfops.runs import list_runs as find_runs
+
+    table = Table("run", "status", "epochs", "best val/acc", "test/acc", "resume with")
+    for run in find_runs(Path(root)):
+        best = f"{run['best_val_acc']:.4f}" if run["best_val_acc"] is not None else "-"
+        test = f"{run['test_acc']:.4f}" if run["test_acc"] is not None else "-"
+        hint = f"clfops train resume={run['path']}" if run["resumable"] else ""
+        table.add_row(run["name"], run["status"], str(run["epochs"]), best, test, hint)
     Console().print(table)
 
 

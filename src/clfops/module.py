@@ -182,6 +182,7 @@ class Classifier(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._stretch_schedules(checkpoint)
         rng = checkpoint.get("rng")
         if rng:
             torch.set_rng_state(rng["torch"])
@@ -196,3 +197,16 @@ class Classifier(L.LightningModule):
             for key, value in state["train_acc"].items():
                 setattr(self.train_acc, key, value)
             self._resumed_mid_epoch = True
+
+    # Keys of a scheduler's state that encode the run's length (OneCycle's total_steps and phase ends,
+    # cosine's T_max). A resume with more epochs keeps the new scheduler's values for these and only
+    # restores its position, so the schedule stretches over the longer run from the current step.
+    _LENGTH_KEYS = ("total_steps", "_schedule_phases", "T_max")
+
+    def _stretch_schedules(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("clfops", {}).get("config", {}).get("trainer", {}).get("max_epochs")
+        if saved is None or saved == self.trainer.max_epochs:
+            return
+        for state in checkpoint.get("lr_schedulers", []):
+            for key in self._LENGTH_KEYS:
+                state.pop(key, None)

@@ -6,6 +6,7 @@ summary.json, status.json, run.json (MLflow run id + URI), checkpoints/ and mode
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import platform
@@ -14,7 +15,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from clfops.checkpoint import CheckpointError, atomic_write_text
 
@@ -24,7 +25,7 @@ log = logging.getLogger("clfops")
 def create(root: Path, name: str | None) -> Path:
     """A new run directory; a timestamp name gets a -2, -3… suffix if two runs start in one second."""
     root.mkdir(parents=True, exist_ok=True)
-    base = name or datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = str(name) if name is not None else datetime.now().strftime("%Y%m%d-%H%M%S")  # run.name=nan is a float
     for k in range(1, 1000):
         path = root / (base if k == 1 else f"{base}-{k}")
         try:
@@ -36,6 +37,31 @@ def create(root: Path, name: str | None) -> Path:
                     f"run dir {path} exists: pick another run.name, or resume it with resume={path}"
                 ) from None
     raise CheckpointError(f"cannot create a run dir under {root}")
+
+
+def lock(run_dir: Path) -> IO[str]:
+    """Hold RUN_DIR/.lock while a process trains in it: two resumes of one run would corrupt it."""
+    fh = open(run_dir / ".lock", "w")  # noqa: SIM115 — held open for the whole run; closed by unlock()
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise CheckpointError(f"run dir {run_dir} is in use by another clfops process") from None
+    return fh
+
+
+def unlock(fh: IO[str]) -> None:
+    fcntl.flock(fh, fcntl.LOCK_UN)
+    fh.close()
+
+
+def _lock_held(run_dir: Path) -> bool:
+    try:
+        fh = lock(run_dir)
+    except (CheckpointError, OSError):
+        return True
+    unlock(fh)
+    return False
 
 
 def write_text(path: Path, text: str) -> None:
@@ -61,18 +87,6 @@ def detach_log_file(handler: logging.Handler) -> None:
     for name in ("clfops", "lightning.pytorch"):
         logging.getLogger(name).removeHandler(handler)
     handler.close()
-
-
-def resume_checkpoint(resume: str | None) -> str | None:
-    """resume=RUN_DIR or a checkpoint file -> the checkpoint path Lightning resumes from."""
-    if not resume:
-        return None
-    path = Path(resume)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise CheckpointError(f"resume={resume}: no checkpoint at {path}")
-    return str(path)
 
 
 def _git(*args: str) -> str | None:
@@ -112,3 +126,41 @@ def version_params() -> dict[str, Any]:
         "version.mlflow": mlflow.__version__,
         "version.python": sys.version.split()[0],
     }
+
+
+def list_runs(root: Path) -> list[dict[str, Any]]:
+    """Every run dir under `root`, newest first: name, status, epochs done, best val/acc, test/acc, path."""
+    from clfops.recorder import read_metrics
+
+    found = []
+    for run_dir in sorted((p for p in root.glob("*") if (p / "config.yaml").is_file()), key=_mtime, reverse=True):
+        status = _read_json(run_dir / "status.json").get("status", "UNKNOWN")
+        if status == "RUNNING" and not _lock_held(run_dir):
+            status = "STOPPED"  # the process died without a word (SIGKILL, power cut): resumable
+        rows = read_metrics(run_dir / "metrics.csv")
+        epochs = [r for r in rows if "val/acc" in r or "train/acc" in r]
+        best = max((r["val/acc"] for r in rows if "val/acc" in r), default=None)
+        summary = _read_json(run_dir / "summary.json")
+        found.append(
+            {
+                "name": run_dir.name,
+                "status": status,
+                "epochs": len({r["epoch"] for r in epochs}),
+                "best_val_acc": best,
+                "test_acc": summary.get("test_acc"),
+                "resumable": (run_dir / "checkpoints" / "last.ckpt").is_file() and status != "FINISHED",
+                "path": str(run_dir),
+            }
+        )
+    return found
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

@@ -348,10 +348,10 @@ def log_evaluation(
     experiment: str,
     tags: dict[str, str],
     metrics: dict[str, float],
-    directory: Path,
+    files: list[Path],
     artifact_path: str = "eval",
 ) -> str:
-    """Log metrics (step 0) and the files of `directory` to run `run_id`, or, with run_id None, to a new
+    """Log metrics (step 0) and `files` (under `artifact_path`) to run `run_id`, or, with run_id None, to a new
     FINISHED run in `experiment` carrying `tags`. Synchronous: the numbers are stored when this returns."""
     from mlflow.entities import Metric, RunTag
 
@@ -368,7 +368,8 @@ def log_evaluation(
         items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
         for i in range(0, len(items), 1000):  # MLflow takes at most 1000 metrics per batch
             c.log_batch(run_id, metrics=items[i : i + 1000])
-        c.log_artifacts(run_id, str(directory), artifact_path)
+        for path in files:  # the files this evaluation wrote, not whatever else sits in its folder
+            c.log_artifact(run_id, str(path), artifact_path)
         if new:
             c.set_terminated(run_id, "FINISHED")
     except Exception as err:
@@ -514,14 +515,12 @@ class Registry:
         return self._call(f"run {run_id}", self.client.get_run, run_id)
 
     def run_model_id(self, run_id: str) -> str | None:
-        """The id of the pyfunc model logged by `run_id` (the latest when several), or None."""
+        """The id of the pyfunc model logged by `run_id`, or None; the newest when a resumed run logged again."""
         run = self.run(run_id)
         outputs = run.outputs.model_outputs if run.outputs else []
-        for output in sorted(outputs, key=lambda o: o.step, reverse=True):
-            model = self._call("get_logged_model", self.client.get_logged_model, output.model_id)
-            if model.name == MODEL_NAME:
-                return model.model_id
-        return None
+        models = [self._call("get_logged_model", self.client.get_logged_model, o.model_id) for o in outputs]
+        ours = [m for m in models if m.name == MODEL_NAME]
+        return max(ours, key=lambda m: m.creation_timestamp).model_id if ours else None
 
     def register(self, name: str, run_id: str, model_id: str, tags: dict[str, str]) -> Any:
         """A new version of `name` (created when missing) pointing at logged model `model_id`."""
@@ -531,15 +530,16 @@ class Registry:
             self.client.get_registered_model(name)
         except MlflowException:
             self._call(f"creating registered model {name}", self.client.create_registered_model, name)
-        return self._call(
-            f"registering run {run_id} as {name}",
-            self.client.create_model_version,
-            name,
-            f"models:/{model_id}",
-            run_id=run_id,
-            tags=tags,
-            model_id=model_id,
-        )
+        with _fluent_store(self.uri):  # MLflow resolves models:/<id> sources through the global URI
+            return self._call(
+                f"registering run {run_id} as {name}",
+                self.client.create_model_version,
+                name,
+                f"models:/{model_id}",
+                run_id=run_id,
+                tags=tags,
+                model_id=model_id,
+            )
 
     def version(self, name: str, version: str) -> Any:
         return self._call(f"model {name} version {version}", self.client.get_model_version, name, str(version))
@@ -565,7 +565,7 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            return dict(self.client.get_registered_model(name).aliases)
+            return {alias: str(v) for alias, v in self.client.get_registered_model(name).aliases.items()}
         except MlflowException:
             return {}
 

@@ -68,6 +68,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     torch.use_deterministic_algorithms(bool(cfg.deterministic), warn_only=True)
     run_dir = resume.run_dir if resume else runs.create(Path(cfg.run.root).resolve(), cfg.run.name)
+    run_lock = runs.lock(run_dir)
     handler = runs.attach_log_file(run_dir / "train.log")
     stop = GracefulStop(run_dir / "checkpoints" / "last.ckpt")
     stop.install()
@@ -107,6 +108,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     finally:
         stop.uninstall()
         runs.detach_log_file(handler)
+        runs.unlock(run_lock)
     _end_tracking(tracker, run_dir, None)
     return summary
 

@@ -1,0 +1,134 @@
+"""The report's figures as PNG bytes, drawn with matplotlib's object API on the Agg canvas.
+
+No pyplot: pyplot keeps global figure state and picks a GUI backend from the environment; a `Figure` on a
+`FigureCanvasAgg` needs no display and is freed when it goes out of scope. Each function returns the PNG
+bytes, which go both to a file and, base64-encoded, into report.html.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+DPI = 100
+ANNOTATE_MAX_CLASSES = 20  # beyond this the cell numbers are unreadable
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _matrix_panel(ax: Any, data: np.ndarray, classes: list[str], title: str, fmt: str) -> None:
+    im = ax.imshow(data, cmap="Blues", vmin=0)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    k = len(classes)
+    ax.set(xticks=range(k), yticks=range(k), title=title, xlabel="predicted class", ylabel="true class")
+    ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticklabels(classes, fontsize=8)
+    if k <= ANNOTATE_MAX_CLASSES:
+        threshold = data.max() / 2 if data.size else 0
+        for (i, j), value in np.ndenumerate(data):
+            text = format(value, fmt)
+            if fmt != "d" and value == 0:
+                text = "0"
+            color = "white" if value > threshold else "black"
+            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=7 if k > 10 else 8)
+
+
+def confusion_matrix_png(cm: np.ndarray, classes: list[str]) -> bytes:
+    """Counts and row-normalised (recall per true class) side by side, class names on both axes."""
+    k = len(classes)
+    side = max(4.5, 0.55 * k)
+    fig = Figure(figsize=(2 * side + 2.5, side + 1.2))
+    left, right = fig.subplots(1, 2)
+    rows = cm.sum(axis=1, keepdims=True)
+    normalised = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
+    _matrix_panel(left, cm.astype(int), classes, "Confusion matrix (counts)", "d")
+    _matrix_panel(right, normalised, classes, "Row-normalised (share of each true class)", ".2f")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def misclassified_png(
+    images: np.ndarray, true: list[str], predicted: list[str], confidence: list[float], indices: list[int]
+) -> bytes:
+    """A grid of images (uint8, N x C x H x W) with true / predicted class and the model's confidence."""
+    n = len(images)
+    if n == 0:
+        fig = Figure(figsize=(5, 1.5))
+        fig.text(0.5, 0.5, "No misclassified images", ha="center", va="center", fontsize=14)
+        return _png(fig)
+    cols = min(n, max(4, math.ceil(math.sqrt(n))))
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(2.3 * cols, 2.8 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for i in range(n):
+        img = images[i]
+        if img.shape[0] == 1:
+            axes[i].imshow(img[0], cmap="gray", vmin=0, vmax=255)
+        else:
+            axes[i].imshow(np.transpose(img, (1, 2, 0)))
+        title = f"#{indices[i]}\ntrue: {true[i]}\npred: {predicted[i]} ({confidence[i]:.2f})"
+        axes[i].set_title(title, fontsize=8, color="firebrick")
+    fig.suptitle("Most confident mistakes", fontsize=12)
+    return _png(fig)
+
+
+def confidence_png(confidence: np.ndarray, correct: np.ndarray, bins: list[dict[str, float]], ece: float) -> bytes:
+    """Left: confidence histogram of correct vs wrong predictions. Right: reliability diagram."""
+    fig = Figure(figsize=(12, 4.5))
+    hist, rel = fig.subplots(1, 2)
+    edges = np.linspace(0, 1, 31)
+    # Side-by-side bars per bin (not overlaid), log counts: a good model's correct predictions pile up near 1.
+    hist.hist(
+        [confidence[correct], confidence[~correct]],
+        bins=edges,
+        color=["tab:green", "tab:red"],
+        label=[f"correct ({int(correct.sum()):,})", f"wrong ({int((~correct).sum()):,})"],
+    )
+    hist.set(xlabel="confidence (probability of the predicted class)", ylabel="images (log scale)", title="Confidence")
+    hist.set_yscale("log")
+    hist.legend(loc="upper left")
+    lower = np.array([b["lower"] for b in bins])
+    width = bins[0]["upper"] - bins[0]["lower"] if bins else 1.0
+    acc = np.array([b["accuracy"] for b in bins])
+    conf = np.array([b["confidence"] for b in bins])
+    filled = np.array([b["count"] > 0 for b in bins])
+    rel.bar(
+        lower[filled], acc[filled], width=width, align="edge", edgecolor="black", color="tab:blue", label="accuracy"
+    )
+    rel.plot(lower[filled] + width / 2, conf[filled], "o", color="tab:red", label="mean confidence")
+    rel.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    rel.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
+    rel.set_title(f"Reliability diagram (ECE {ece:.4f}, {len(bins)} bins)")
+    rel.legend(loc="upper left")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def per_class_png(classes: list[str], f1: list[float], macro_f1: float) -> bytes:
+    """Horizontal bars of per-class F1 with the macro average as a line."""
+    k = len(classes)
+    fig = Figure(figsize=(8, max(3.0, 0.35 * k + 1.2)))
+    ax = fig.subplots()
+    y = np.arange(k)
+    ax.barh(y, f1, color="tab:blue")
+    for yi, value in zip(y, f1, strict=True):
+        ax.text(min(value + 0.01, 0.93), yi, f"{value:.3f}", va="center", fontsize=8)
+    ax.axvline(macro_f1, color="tab:orange", linestyle="--", label=f"macro F1 {macro_f1:.3f}")
+    ax.set(yticks=y, xlim=(0, 1), xlabel="F1", title="Per-class F1")
+    ax.set_yticklabels(classes, fontsize=8)
+    ax.invert_yaxis()
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return _png(fig)

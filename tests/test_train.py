@@ -55,8 +55,14 @@ def test_same_seed_same_metrics(compose) -> None:
 
 def test_cli_train_end_to_end(tmp_path: Path) -> None:
     proc = run_cli(
-        "train", "data.train_limit=400", "data.batch_size=64", "trainer.max_epochs=1", "run.name=cli", f"run.root={tmp_path / 'runs'}",
-        "trainer.precision=32-true", cwd=tmp_path,
+        "train",
+        "data.train_limit=400",
+        "data.batch_size=64",
+        "trainer.max_epochs=1",
+        "run.name=cli",
+        f"run.root={tmp_path / 'runs'}",
+        "trainer.precision=32-true",
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "test accuracy" in proc.stdout and str(tmp_path / "runs" / "cli") in proc.stdout

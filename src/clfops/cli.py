@@ -407,10 +407,11 @@ def models(name: str, tracking_uri: str | None) -> None:
     from clfops.promote import model_rows
 
     rows = model_rows(tracking_uri, name)
-    table = Table(*rows[0].keys(), title=f"registered model {name}")
+    caption = "(test): the test/* metric of training; `clfops evaluate --run-id ID --log-mlflow` logs eval/*"
+    table = Table(*rows[0].keys(), title=f"registered model {name}", caption=caption)
     for row in rows:
         table.add_row(*row.values())
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 120).print(table)  # CI logs: no truncated cells
 
 
 @main.command("runs")

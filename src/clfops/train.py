@@ -27,6 +27,7 @@ from clfops.checkpoint import (
     AtomicCheckpointIO,
     CheckpointError,
     ResumePoint,
+    atomic_write_bytes,
     atomic_write_text,
     check_compatible,
     find_resume,
@@ -41,7 +42,7 @@ from clfops.models import count_params, create_model
 from clfops.module import Classifier, ModuleSettings
 from clfops.progress import progress_callbacks, quiet_lightning
 from clfops.recorder import EpochStats, RunLogger
-from clfops.schedules import OptimizerSettings, SchedulerSettings
+from clfops.schedules import OptimizerSettings, SchedulerSettings, build_optimizer
 from clfops.tracking import Tracker, run_dir_lookup
 
 log = logging.getLogger("clfops")
@@ -93,6 +94,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         tracker = _start_tracking(cfg, run_dir, source, overrides, resume, changed)
         summary = _fit_and_test(cfg, run_dir, source, splits, tracker, precision, stop, resume)
         summary.update(data_seconds=round(data_s, 3), total_seconds=round(time.perf_counter() - t_start, 3))
+        _write_pictures(cfg, run_dir, splits)
         if tracker is not None and cfg.tracking.log_model:  # the safe pyfunc model (~0.5 s), + a version if asked
             from clfops.promote import log_run_model
 
@@ -169,7 +171,14 @@ def _fit_and_test(
     n_params = count_params(module.net)
     runs.write_text(run_dir / "model_summary.txt", f"{module.net}\n\nparameters: {n_params:,}\n")
     if tracker is not None:
-        tracker.log_params({"model.parameters": n_params, "precision.resolved": precision})
+        optimizer = build_optimizer(module.net, module.settings.optimizer)  # only to record its class and defaults
+        defaults = {f"optimizer.defaults.{k}": v for k, v in optimizer.defaults.items() if k != "params"}
+        sizes = {f"data.images.{name}": len(getattr(splits, name)) for name in ("train", "val", "test")}
+        tracker.log_params(
+            {"model.parameters": n_params, "precision.resolved": precision, "optimizer.class": type(optimizer).__name__}
+            | defaults
+            | sizes
+        )
     t0 = time.perf_counter()
     ckpt_path = str(resume.checkpoint) if resume else None
     try:
@@ -276,6 +285,20 @@ def _start_tracking(
     return tracker
 
 
+def _write_pictures(cfg: DictConfig, run_dir: Path, splits: Splits) -> None:
+    """learning_curves.png always; augment_preview.png when the run augments (what the model saw)."""
+    from clfops.data.augment import preview_grid
+    from clfops.recorder import read_metrics
+    from clfops.report.plots import learning_curves_png
+
+    atomic_write_bytes(run_dir / "learning_curves.png", learning_curves_png(read_metrics(run_dir / "metrics.csv")))
+    augment = Augment(augment_config(cfg.augment))
+    if augment.enabled:
+        gen = torch.Generator().manual_seed(int(cfg.seed))
+        mean, std = _normalisation(cfg, splits)
+        preview_grid(splits.train.x[:16], augment, gen, 16, run_dir / "augment_preview.png", mean, std)
+
+
 def _log_run_files(tracker: Tracker, run_dir: Path) -> None:
     for name in (
         "config.yaml",
@@ -283,6 +306,8 @@ def _log_run_files(tracker: Tracker, run_dir: Path) -> None:
         "metrics.csv",
         "summary.json",
         "model_summary.txt",
+        "learning_curves.png",
+        "augment_preview.png",
         "train.log",
     ):
         tracker.log_artifact(run_dir / name)

@@ -132,3 +132,31 @@ def per_class_png(classes: list[str], f1: list[float], macro_f1: float) -> bytes
     ax.legend(loc="lower right")
     fig.tight_layout()
     return _png(fig)
+
+
+def learning_curves_png(rows: list[dict[str, Any]]) -> bytes:
+    """Loss and accuracy per epoch, train vs val, with the LR on a second axis: the run at a glance."""
+    epochs = [r for r in rows if "val/acc" in r or "train/acc" in r]
+    x = [r["epoch"] + 1 for r in epochs]
+    fig = Figure(figsize=(11, 4))
+    FigureCanvasAgg(fig)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for ax, (train_key, val_key, title) in zip(
+        (ax_loss, ax_acc), (("train/loss_epoch", "val/loss", "loss"), ("train/acc", "val/acc", "accuracy")), strict=True
+    ):
+        for key, label, style in ((train_key, "train", "-o"), (val_key, "val", "-s")):
+            points = [(xi, r[key]) for xi, r in zip(x, epochs, strict=True) if key in r]
+            if points:
+                ax.plot(*zip(*points, strict=True), style, label=label, markersize=4)
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    lr = [(xi, r["lr"]) for xi, r in zip(x, epochs, strict=True) if "lr" in r]
+    if lr:
+        ax_lr = ax_loss.twinx()
+        ax_lr.plot(*zip(*lr, strict=True), ":", color="grey", label="lr")
+        ax_lr.set_ylabel("learning rate (end of epoch)", color="grey")
+    ax_loss.legend(loc="upper right")
+    ax_acc.legend(loc="lower right")
+    fig.tight_layout()
+    return _png(fig)

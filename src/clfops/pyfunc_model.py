@@ -1,0 +1,45 @@
+"""The MLflow pyfunc model of a clfops classifier, logged *from code*: no pickle in the model at all.
+
+MLflow stores this file (not a pickled object) next to the artifacts `model.safetensors` + `manifest.json`;
+`load_context` rebuilds the network from the manifest with `clfops.export.load_model`, which checks the
+weights' sha256 (and the class names, when the loader passes `model_config={"expected_classes": [...]}`).
+
+`predict` takes image arrays on the 0-255 scale: uint8 or float, (N, H, W), (N, H, W, C) or (N, C, H, W),
+a numpy array, a list of arrays, or a DataFrame whose single column holds one image per row (what JSON
+serving gives). Through `mlflow.pyfunc` the logged signature (uint8 (-1, C, H, W)) is enforced first;
+`model.unwrap_python_model().predict(None, x)` accepts every form above. It returns a DataFrame with
+`class`, `probability` and one `p_<class>` column per class.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+# MLflow nags about missing type hints on `predict`; type hints would make it validate inputs against
+# list[...] instead of the tensor signature this model is logged with.
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method.*")
+
+
+class ClfopsClassifier(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: Any) -> None:
+        from clfops.export import load_model
+
+        expected = (context.model_config or {}).get("expected_classes")
+        model_dir = Path(context.artifacts["manifest"]).parent  # MLflow puts both files in one folder
+        self.net, self.manifest = load_model(model_dir, expected_classes=expected)
+
+    # No type hints on predict's arguments: MLflow would try to derive a (wrong) signature from them.
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        from clfops.predict import as_array, class_probabilities, probability_frame
+
+        batch_size = int((params or {}).get("batch_size", 512))
+        probs = class_probabilities(self.net, self.manifest, as_array(model_input), batch_size)
+        return probability_frame(probs, self.manifest.classes)
+
+
+mlflow.models.set_model(ClfopsClassifier())

@@ -1,0 +1,163 @@
+"""Registry + promotion gates: versions, tags and aliases read back through MlflowClient, CLI exit codes 0/1/2."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from clfops.promote import PromotionError, parse_gate, promote, register
+from conftest import run_cli
+from test_model_logging import reference_predictions, sample_images, shared_run, use_store
+from test_predict import invoke
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return shared_run(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def _store_env(run: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    use_store(monkeypatch, run["store"])  # MlflowClient.create_model_version(models:/ID) reads the global URI
+
+
+@pytest.fixture
+def name() -> str:
+    return f"promo-{uuid.uuid4().hex[:8]}"  # the shared store: every test its own registered model
+
+
+def version_with(run: dict[str, Any], name: str, metrics: dict[str, float]) -> str:
+    """A version of `name` (the shared logged model) whose run carries exactly `metrics`."""
+    c = MlflowClient(run["store"])
+    exp_id = c.get_run(run["run_id"]).info.experiment_id
+    other = c.create_run(exp_id, run_name="metrics-only").info.run_id
+    for key, value in metrics.items():
+        c.log_metric(other, key, value)
+    c.set_terminated(other)
+    if not c.search_registered_models(f"name = '{name}'"):
+        c.create_registered_model(name)
+    return str(c.create_model_version(name, run["model_uri"], run_id=other).version)
+
+
+def aliases(run: dict[str, Any], name: str) -> dict[str, str]:
+    return {alias: str(v) for alias, v in MlflowClient(run["store"]).get_registered_model(name).aliases.items()}
+
+
+def tags(run: dict[str, Any], name: str, version: str) -> dict[str, str]:
+    return MlflowClient(run["store"]).get_model_version(name, version).tags
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("eval/accuracy>=0.90", ("eval/accuracy", ">=", 0.9)),
+        (" test/loss < 1e-1 ", ("test/loss", "<", 0.1)),
+        ("eval/f1/T-shirt_top==1", ("eval/f1/T-shirt_top", "==", 1.0)),
+    ],
+)
+def test_parse_gate(text: str, expected: tuple[str, str, float]) -> None:
+    gate = parse_gate(text)
+    assert (gate.metric, gate.op, gate.threshold) == expected
+
+
+@pytest.mark.parametrize("text", ["accuracy", "eval/accuracy=>0.9", "eval/accuracy>=high", ">=0.9"])
+def test_bad_gates_are_usage_errors(text: str) -> None:
+    with pytest.raises(PromotionError, match="expected METRIC"):
+        parse_gate(text)
+
+
+def test_register_tags_the_version_and_cli_lists_it(run: dict[str, Any], name: str) -> None:
+    proc = run_cli("register", "--run-id", run["run_id"], "--name", name, env={"MLFLOW_TRACKING_URI": run["store"]})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    c = MlflowClient(run["store"])
+    (mv,) = c.search_model_versions(f"name = '{name}'")
+    assert mv.run_id == run["run_id"] and mv.source == run["model_uri"]
+    assert float(mv.tags["test_acc"]) == pytest.approx(run["test_acc"], abs=1e-6)
+    assert mv.tags["data_sha256"] == run["data_sha256"]
+    assert mv.tags["clfops.run_dir"] == run["run_dir"]
+    result = invoke("models", name, "--tracking-uri", run["store"])
+    assert result.exit_code == 0, result.output
+    assert f"registered model {name}" in result.stdout and run["run_id"][:8] in result.stdout
+
+
+def test_gate_passes_with_test_fallback_then_production_needs_staging(run: dict[str, Any], name: str) -> None:
+    v1 = str(register(run["store"], run["run_id"], name).version)
+    gate = f"eval/accuracy>={run['test_acc'] - 0.01:.4f}"  # not evaluated yet: test/acc stands in
+    staged = promote(run["store"], name, "staging", version=v1, gates=[gate])
+    assert staged.promoted and aliases(run, name) == {"staging": v1}
+    assert tags(run, name, v1)["promotion.staging"] == "passed"
+    assert "from test/acc" in tags(run, name, v1)["promotion.staging.reason"]
+    v2 = str(register(run["store"], run["run_id"], name).version)
+    refused = promote(run["store"], name, "production", run_id=run["run_id"], gates=[gate])  # latest: v2
+    assert refused.version == v2 and not refused.promoted and "does not hold staging" in refused.reason
+    assert aliases(run, name) == {"staging": v1} and tags(run, name, v2)["promotion.production"] == "failed"
+    forced = promote(run["store"], name, "production", version=v2, gates=[gate], force=True)
+    assert forced.promoted and aliases(run, name) == {"staging": v1, "production": v2}
+    assert tags(run, name, v2)["promotion.production.forced"] == "true"
+
+
+def test_failing_or_missing_metric_keeps_the_alias(run: dict[str, Any], name: str) -> None:
+    good = version_with(run, name, {"eval/accuracy": 0.93, "test/acc": 0.50})
+    assert promote(run["store"], name, "staging", version=good, gates=["eval/accuracy>=0.9"]).promoted
+    bad = version_with(run, name, {"eval/accuracy": 0.85})
+    failed = promote(run["store"], name, "staging", version=bad, gates=["eval/accuracy>=0.9", "eval/ece<=0.1"])
+    assert not failed.promoted and aliases(run, name) == {"staging": good}
+    reason = tags(run, name, bad)["promotion.staging.reason"]
+    assert "eval/accuracy=0.8500 >= 0.9" in reason and "eval/ece not logged" in reason
+    assert "clfops evaluate --run-id" in reason  # says what to run
+
+
+def test_compare_to_production_must_beat_it(run: dict[str, Any], name: str) -> None:
+    prod = version_with(run, name, {"eval/accuracy": 0.90, "eval/log_loss": 0.30})
+    promote(run["store"], name, "staging", version=prod)
+    assert promote(run["store"], name, "production", version=prod, compare_to="production").promoted
+    worse = version_with(run, name, {"eval/accuracy": 0.95, "eval/log_loss": 0.40})
+    promote(run["store"], name, "staging", version=worse)
+    gates = ["eval/accuracy>=0.9", "eval/log_loss<=0.5"]  # passes both gates, but a higher loss than production
+    decision = promote(run["store"], name, "production", version=worse, gates=gates, compare_to="production")
+    assert not decision.promoted and aliases(run, name)["production"] == prod
+    assert "eval/log_loss=0.4000 vs production" in decision.reason
+    better = version_with(run, name, {"eval/accuracy": 0.96, "eval/log_loss": 0.20})
+    promote(run["store"], name, "staging", version=better)
+    decision = promote(run["store"], name, "production", version=better, gates=gates, compare_to="production")
+    assert decision.promoted and decision.previous == prod
+    assert aliases(run, name) == {"staging": better, "production": better}
+
+
+def test_cli_exit_codes(run: dict[str, Any], name: str) -> None:
+    version = version_with(run, name, {"eval/accuracy": 0.8})
+    base = ["promote", "--name", name, "--tracking-uri", run["store"], "--alias", "staging"]
+    passed = invoke(*base, "--version", version, "--gate", "eval/accuracy>=0.75")
+    assert passed.exit_code == 0 and f"promoted {name} v{version} -> @staging" in passed.stdout
+    failed = invoke(*base, "--version", version, "--gate", "eval/accuracy>=0.9")
+    assert failed.exit_code == 1 and "not promoted" in failed.stderr
+    for args in (
+        ["--version", version, "--gate", "accuracy"],  # bad gate grammar
+        ["--version", version, "--run-id", run["run_id"]],  # both
+        ["--version", "99"],  # no such version
+    ):
+        usage = invoke(*base, *args)
+        assert usage.exit_code == 2, usage.output
+        assert usage.stderr.startswith("clfops: error:") and len(usage.stderr.strip().splitlines()) == 1
+    assert invoke(*base[:-1], "prod", "--version", version).exit_code == 2  # click's own choice check
+    assert aliases(run, name) == {"staging": version}
+
+
+def test_register_logs_the_model_of_a_run_that_logged_none(run: dict[str, Any], name: str) -> None:
+    c = MlflowClient(run["store"])
+    exp_id = c.get_run(run["run_id"]).info.experiment_id
+    bare = c.create_run(exp_id, tags={"clfops.run_dir": run["run_dir"]}).info.run_id  # as tracking.log_model=false
+    c.log_metric(bare, "test/acc", 0.5)
+    version = register(run["store"], bare, name)
+    assert version.run_id == bare and version.tags["test_acc"] == "0.500000"
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+    assert list(model.predict(sample_images(4))["class"]) == [
+        run["classes"][i] for i in reference_predictions(run["model_dir"], sample_images(4))
+    ]
+    c.delete_tag(bare, "clfops.run_dir")
+    with pytest.raises(PromotionError, match="logged no model"):
+        register(run["store"], c.create_run(exp_id).info.run_id, name)

@@ -8,7 +8,6 @@ plain data (a crafted checkpoint cannot run code).
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import tempfile
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -73,21 +71,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a clfops/Lightning checkpoint (no state_dict)")
     return ckpt
-
-
-class AtomicCheckpointIO(CheckpointIO):
-    """Lightning CheckpointIO: atomic save, weights_only load."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        buf = io.BytesIO()
-        torch.save(checkpoint, buf)
-        atomic_write_bytes(Path(path), buf.getvalue())
-
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
-        return load_checkpoint(Path(path))
-
-    def remove_checkpoint(self, path: Any) -> None:
-        Path(path).unlink(missing_ok=True)
 
 
 # ----- resume -----------------------------------------------------------------------------------------

@@ -75,7 +75,6 @@ class Classifier(L.LightningModule):
         self.register_buffer("shift", -mean / std, persistent=False)
         self.train_acc = MulticlassAccuracy(settings.num_classes, average="micro")
         self.val_metrics = stage_metrics(settings.num_classes, "val/")
-        self.test_metrics = stage_metrics(settings.num_classes, "test/")
         self.aug_gen = torch.Generator()
         self._loss_sum = torch.zeros(())
         self._loss_count = 0
@@ -114,18 +113,13 @@ class Classifier(L.LightningModule):
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection, stage: str) -> None:
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        # The test set is scored after fit by clfops.evaluate (the same code as `clfops evaluate`).
         x, y = batch
         logits = self.net(self.prepare(x, train=False))
+        self.val_metrics.update(logits, y)
         loss = F.cross_entropy(logits.float(), y)
-        metrics.update(logits, y)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics, "val")
-
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics, "test")
+        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
 
     # ----- epoch hooks ---------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -149,10 +143,6 @@ class Classifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.val_metrics.compute(), sync_dist=True)
         self.val_metrics.reset()
-
-    def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute(), sync_dist=True)
-        self.test_metrics.reset()
 
     # ----- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self):  # type: ignore[override]

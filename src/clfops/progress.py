@@ -63,12 +63,13 @@ class PlainProgress(L.Callback):
         self._finished = 0
 
 
-def quiet_lightning() -> None:
-    """Keep Lightning's banners (GPU available…, tips) and known-harmless warnings off the user's screen."""
+def quiet_libraries() -> None:
+    """Keep Lightning's banners (GPU available…, tips), MLflow's INFO chatter and known-harmless warnings off
+    the user's screen; clfops prints what matters itself."""
     import warnings
 
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric.utilities.rank_zero").setLevel(logging.WARNING)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (
         ".*LeafSpec.*",
         ".*smaller than the logging interval.*",

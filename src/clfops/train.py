@@ -22,9 +22,8 @@ from omegaconf import DictConfig
 
 from clfops import config as C
 from clfops import runs
-from clfops.callbacks import GracefulStop, RunInfo, RunInterrupted, trainer_callbacks
+from clfops.callbacks import AtomicCheckpointIO, GracefulStop, RunInfo, RunInterrupted, trainer_callbacks
 from clfops.checkpoint import (
-    AtomicCheckpointIO,
     CheckpointError,
     ResumePoint,
     atomic_write_bytes,
@@ -40,7 +39,7 @@ from clfops.export import Manifest, save_model
 from clfops.hardware import configure_threads, resolve_precision
 from clfops.models import count_params, create_model
 from clfops.module import Classifier, ModuleSettings
-from clfops.progress import progress_callbacks, quiet_lightning
+from clfops.progress import progress_callbacks, quiet_libraries
 from clfops.recorder import EpochStats, RunLogger
 from clfops.schedules import OptimizerSettings, SchedulerSettings, build_optimizer
 from clfops.tracking import Tracker, run_dir_lookup
@@ -55,7 +54,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     plus `overrides`; a change that breaks the run (other model or data) is refused before anything runs.
     """
     t_start = time.perf_counter()
-    quiet_lightning()
+    quiet_libraries()
     overrides = list(overrides or [])
     resume = find_resume(cfg.resume, run_dir_lookup(cfg.tracking.uri)) if cfg.resume else None
     changed: list[str] = []
@@ -192,15 +191,19 @@ def _fit_and_test(
     best_val = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
     if best:
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
-    test_dl = eval_loader(splits.test, cfg.data.eval_batch_size)
-    test = trainer.test(module, test_dl, verbose=False)[0]
-    model_dir = save_model(run_dir / "model", module.net, _manifest(cfg, source, module, tracker))
+    manifest = _manifest(cfg, source, module, tracker)
+    model_dir = save_model(run_dir / "model", module.net, manifest)
+    test = _test(cfg, run_dir, source, splits, module, manifest, tracker)
+    logger.log_metrics(test, step=trainer.global_step)  # metrics.csv + MLflow + TensorBoard, like the rest
+    logger.save()
     return {
         "run_dir": str(run_dir),
         "run_id": tracker.run_id if tracker else None,
         "test_acc": test["test/acc"],
         "test_loss": test["test/loss"],
         "test_f1": test["test/f1"],
+        "test_top3_acc": test["eval/top3_accuracy"],
+        "test_ece": test["eval/ece"],
         "best_val_acc": best_val,
         "epochs": trainer.current_epoch,
         "train_seconds": round(train_s, 3),
@@ -210,6 +213,38 @@ def _fit_and_test(
         "best_checkpoint": best,
         "model_dir": str(model_dir),
     }
+
+
+def _test(
+    cfg: DictConfig,
+    run_dir: Path,
+    source: Source,
+    splits: Splits,
+    module: Classifier,
+    manifest: Manifest,
+    tracker: Tracker | None,
+) -> dict[str, float]:
+    """The best weights on the test set, through `clfops evaluate`'s own code: report files in RUN_DIR/eval,
+    and `test/*` (the same names as val/*) plus `eval/*` (top-k, log-loss, ECE, per-class F1) metrics."""
+    from clfops.evaluate import Provenance, evaluate_net
+
+    provenance = Provenance(
+        source=f"run dir {run_dir}",
+        model=cfg.model.name,
+        data=f"{source.name} test",
+        data_sha256=source.sha256,
+        run_id=tracker.run_id if tracker else None,
+        tracking_uri=tracker.uri if tracker else None,
+        manifest=manifest,
+        config_yaml=C.to_yaml(cfg),
+    )
+    result = evaluate_net(module.net, manifest, splits.test, run_dir / "eval", provenance, cfg.data.eval_batch_size)
+    report = result.report
+    test = {"test/acc": report["accuracy"], "test/loss": report["log_loss"]}
+    test |= {f"test/{m}": report["macro_avg"][m] for m in ("precision", "recall", "f1")}
+    if tracker is not None:
+        tracker.log_artifacts(run_dir / "eval", "eval")
+    return test | result.metrics
 
 
 def _manifest(cfg: DictConfig, source: Source, module: Classifier, tracker: Tracker | None) -> Manifest:

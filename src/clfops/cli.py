@@ -435,5 +435,20 @@ def list_runs(root: str) -> None:
     Console().print(table)
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=str))
+@click.option("--uri", default=None, help="Tracking store (default: the run's own, from run.json).")
+@friendly
+def sync(run_dir: str, uri: str | None) -> None:
+    """Upload RUN_DIR to MLflow: metrics it lacks, files, final status (after a lost server)."""
+    from pathlib import Path
+
+    from clfops.sync import sync as run_sync
+
+    result = run_sync(Path(run_dir), uri)
+    what = "new run" if result.created else "run"
+    click.echo(f"synced {run_dir} -> {what} {result.run_id}: {result.points_sent} metric points, {result.status}")
+
+
 if __name__ == "__main__":
     main()

@@ -17,11 +17,13 @@ from typing import Any
 
 import torch
 
+from clfops.errors import UserError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used (missing, truncated, pickled objects, incompatible): one line."""
 
 

@@ -14,35 +14,9 @@ from typing import Any
 
 import click
 
+from clfops.errors import UserError
+
 EXIT_USAGE = 2
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean 'the user asked for something wrong' (imported only when raised)."""
-    from clfops.checkpoint import CheckpointError
-    from clfops.config import ConfigError
-    from clfops.data import DataError
-    from clfops.export import ModelFileError
-    from clfops.models import ModelError
-    from clfops.predict import PredictError
-    from clfops.promote import PromotionError
-    from clfops.report import EvaluateError
-    from clfops.server import ServerError
-    from clfops.tracking import TrackingError
-
-    return (
-        ConfigError,
-        DataError,
-        ModelError,
-        TrackingError,
-        CheckpointError,
-        ModelFileError,
-        ServerError,
-        EvaluateError,
-        ValueError,
-        PredictError,
-        PromotionError,
-    )
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -62,7 +36,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             if module is not None and isinstance(err, module.NonFiniteLossError):  # diverged: exit 1
                 click.echo(f"clfops: error: {err}", err=True)
                 sys.exit(1)
-            if isinstance(err, _user_errors()):
+            if isinstance(err, (UserError, ValueError)):
                 message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 click.echo(f"clfops: error: {message}", err=True)
                 sys.exit(EXIT_USAGE)
@@ -130,7 +104,9 @@ def train(show_cfg: str | None, overrides: tuple[str, ...]) -> None:
         f"{summary['epochs']} epochs, {summary['train_seconds']:.1f}s training)"
     )
     click.echo(f"run dir: {summary['run_dir']}")
-    if summary.get("run_id"):
+    if summary.get("tracking_offline"):
+        click.echo(f"MLflow run {summary['run_id']} is incomplete (server lost): clfops sync {summary['run_dir']}")
+    elif summary.get("run_id"):
         click.echo(f"MLflow run: {summary['run_id']}  ->  look at it with: clfops ui")
 
 

@@ -15,10 +15,12 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from clfops.errors import UserError
+
 CONFIG_ENV = "CLFOPS_CONFIG_DIR"
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A user mistake in overrides or config files; str(err) is the one-line message."""
 
 

@@ -18,12 +18,13 @@ from torch import nn
 
 from clfops import __version__
 from clfops.checkpoint import atomic_write_bytes, atomic_write_text
+from clfops.errors import UserError
 
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
 
 
-class ModelFileError(Exception):
+class ModelFileError(UserError):
     """A model directory that cannot be loaded safely or does not match what the caller expects."""
 
 

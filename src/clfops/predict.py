@@ -24,13 +24,14 @@ import torch.nn.functional as F
 
 from clfops.checkpoint import atomic_write_text
 from clfops.data import DataError
+from clfops.errors import UserError
 from clfops.export import Manifest, ModelFileError, load_model, preprocess, read_manifest
 
 TABLE_ROWS = 20  # rows printed; the rest go to --out only
 _IDX_CODES = frozenset({0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E})
 
 
-class PredictError(Exception):
+class PredictError(UserError):
     """Bad predict arguments (no model given, missing source): one line for the user."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clfops.errors import UserError
 from clfops.tracking import ALIASES, Registry, TrackingError
 
 log = logging.getLogger("clfops")
@@ -33,7 +34,7 @@ FALLBACK = {
 DEFAULT_COMPARE_METRIC = "eval/accuracy"
 
 
-class PromotionError(Exception):
+class PromotionError(UserError):
     """A usage error in register/promote (bad gate, unknown version): one line, exit 2."""
 
 

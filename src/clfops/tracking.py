@@ -19,13 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from clfops.errors import UserError
+
 log = logging.getLogger("clfops")
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
-class TrackingError(Exception):
+class TrackingError(UserError):
     """Tracking cannot start (server unreachable, bad URI, unknown run): one line for the user."""
 
 
@@ -101,6 +103,7 @@ class Tracker:
     def __init__(self, mlflow_client: Any, run_id: str, uri: str) -> None:
         self.client, self.run_id, self.uri = mlflow_client, run_id, uri
         self.offline = False
+        self.run_dir: Path | None = None  # named in the offline warning
         self.points_logged = 0
         self._pending: list[Any] = []  # RunOperations of async log_batch calls, waited on in flush()
 
@@ -135,14 +138,19 @@ class Tracker:
         try:
             return fn(*args, **kwargs)
         except Exception as err:
-            self.offline = True
-            log.warning(
-                "MLflow %s failed (%s); training goes on, the run dir keeps everything: "
-                "run `clfops sync RUN_DIR` when the server is back",
-                what,
-                _first_line(err),
-            )
+            self._go_offline(f"{what} failed: {_first_line(err)[:160]}")
             return None
+
+    def _go_offline(self, reason: str) -> None:
+        self.offline = True
+        self._pending.clear()
+        # MLflow's async queue keeps retrying what it holds and logs each failure: one warning from us is enough.
+        logging.getLogger("mlflow.utils.async_logging").setLevel(logging.CRITICAL)
+        logging.getLogger("mlflow.utils.async_logging.async_logging_queue").setLevel(logging.CRITICAL)
+        log.warning(
+            f"tracking server {self.uri} stopped answering ({reason}); training goes on and the run dir keeps "
+            f"everything: run `clfops sync {self.run_dir or 'RUN_DIR'}` when the server is back"
+        )
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -169,6 +177,16 @@ class Tracker:
                 self.points_logged += len(items)
 
     def flush(self) -> None:
+        """Wait until queued points are stored. A server that does not answer /health within 5 s is not
+        waited on (its queued calls would each retry for minutes): the tracker goes offline instead."""
+        if self.offline or not self._pending:
+            return
+        if self.uri.startswith(("http://", "https://")):
+            try:
+                _check_reachable(self.uri, timeout_s=5.0)
+            except TrackingError:
+                self._go_offline("no answer to /health")
+                return
         pending, self._pending = self._pending, []
         for ops in pending:
             self._guard("log_metrics", ops.wait)
@@ -575,3 +593,89 @@ class Registry:
     def set_version_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self._call("tagging a model version", self.client.set_model_version_tag, name, str(version), key, value)
+
+
+# ---- studies (issue 9) ----
+# A study (clfops compare / clfops sweep) is one parent run; each of its runs carries the parent's id in the tag
+# MLflow's UI nests by (`mlflow.parentRunId`). Parent and children live in the same experiment.
+PARENT_TAG = "mlflow.parentRunId"
+
+
+class RunHistory:
+    """One run as a comparison table needs it: name, status, tags, last values and per-metric (step, value)s."""
+
+    def __init__(
+        self,
+        run_id: str,
+        name: str,
+        status: str,
+        tags: dict[str, str],
+        latest: dict[str, float],
+        history: dict[str, list[tuple[int, float]]],
+    ) -> None:
+        self.run_id, self.name, self.status, self.tags = run_id, name, status, tags
+        self.latest, self.history = latest, history
+
+
+def set_run_tags(uri: str | None, run_id: str, tags: dict[str, str]) -> None:
+    """Tag an existing run (any status) synchronously."""
+    from mlflow.entities import RunTag
+
+    uri = resolve_uri(uri)
+    try:
+        client(uri).log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+    except Exception as err:
+        raise TrackingError(f"cannot tag MLflow run {run_id} on {uri}: {_first_line(err)}") from None
+
+
+def end_pruned(uri: str | None, run_id: str, reason: str) -> None:
+    """A run stopped early by the sweep's pruner: KILLED with `clfops.pruned=true`, not FAILED with an error."""
+    uri = resolve_uri(uri)
+    c = client(uri)
+    try:
+        if "error" in c.get_run(run_id).data.tags:
+            c.delete_tag(run_id, "error")  # train() recorded the pruning exception as an error
+        set_run_tags(uri, run_id, {"clfops.pruned": "true", "clfops.pruned_reason": reason})
+        c.set_terminated(run_id, "KILLED")
+    except TrackingError:
+        raise
+    except Exception as err:
+        raise TrackingError(f"cannot mark MLflow run {run_id} pruned on {uri}: {_first_line(err)}") from None
+
+
+def child_run_ids(uri: str | None, parent_run_id: str) -> list[str]:
+    """Ids of the runs nested under `parent_run_id`, oldest first."""
+    uri = resolve_uri(uri)
+    c = client(uri)
+    try:
+        experiment_id = c.get_run(parent_run_id).info.experiment_id
+        found = c.search_runs(
+            [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", order_by=["start_time ASC"]
+        )
+    except Exception as err:
+        raise TrackingError(f"cannot list the runs of study run {parent_run_id} on {uri}: {_first_line(err)}") from None
+    return [run.info.run_id for run in found]
+
+
+def run_histories(uri: str | None, run_ids: list[str], keys: list[str]) -> list[RunHistory]:
+    """Metric histories (sorted by step) of `keys` for each run; an unknown id is a one-line TrackingError."""
+    uri = resolve_uri(uri)
+    c = client(uri)
+    out = []
+    for run_id in run_ids:
+        try:
+            run = c.get_run(run_id)
+        except Exception as err:
+            raise TrackingError(
+                f"unknown MLflow run {run_id!r} on {uri} ({_first_line(err)}): check the id in `clfops ui`, "
+                "or point MLFLOW_TRACKING_URI / --tracking-uri at the store that holds it"
+            ) from None
+        history = {}
+        for key in keys:
+            if key in run.data.metrics:
+                points = c.get_metric_history(run_id, key)
+                history[key] = sorted((int(m.step), float(m.value)) for m in points)
+        tags = dict(run.data.tags)
+        name = run.info.run_name or run_id
+        out.append(RunHistory(run_id, name, run.info.status, tags, dict(run.data.metrics), history))
+    return out

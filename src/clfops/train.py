@@ -47,8 +47,12 @@ from clfops.tracking import Tracker, run_dir_lookup
 log = logging.getLogger("clfops")
 
 
-def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+def train(
+    cfg: DictConfig, overrides: list[str] | None = None, extra_callbacks: list[L.Callback] | None = None
+) -> dict[str, Any]:
     """Train, test and record one run; returns the summary (also written to RUN_DIR/summary.json).
+
+    `extra_callbacks` join the run's Lightning callbacks (studies: parent-run tagging, Optuna pruning).
 
     With `resume=` set, the run continues in its own run dir and MLflow run, from its checkpoint's config
     plus `overrides`; a change that breaks the run (other model or data) is refused before anything runs.
@@ -91,7 +95,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         splits = make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit)
         data_s = time.perf_counter() - t0
         tracker = _start_tracking(cfg, run_dir, source, overrides, resume, changed)
-        summary = _fit_and_test(cfg, run_dir, source, splits, tracker, precision, stop, resume)
+        summary = _fit_and_test(cfg, run_dir, source, splits, tracker, precision, stop, resume, extra_callbacks or [])
         summary.update(data_seconds=round(data_s, 3), total_seconds=round(time.perf_counter() - t_start, 3))
         _write_pictures(cfg, run_dir, splits)
         if tracker is not None and cfg.tracking.log_model:  # the safe pyfunc model (~0.5 s), + a version if asked
@@ -111,6 +115,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         runs.detach_log_file(handler)
         runs.unlock(run_lock)
     _end_tracking(tracker, run_dir, None)
+    if tracker is not None and tracker.offline:  # the store lacks part of this run: say so where it is read
+        summary["tracking_offline"] = True
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -159,11 +166,12 @@ def _fit_and_test(
     precision: str,
     stop: GracefulStop,
     resume: ResumePoint | None,
+    extra: list[L.Callback],
 ) -> dict[str, Any]:
     keep = (resume.epoch, resume.global_step) if resume else None
     logger = RunLogger(run_dir, tracker, bool(cfg.logging.tensorboard), keep)
     info = RunInfo(C.to_container(cfg), source.classes, source.sha256)
-    trainer, ckpt = _make_trainer(cfg, run_dir, precision, logger, [info, stop])
+    trainer, ckpt = _make_trainer(cfg, run_dir, precision, logger, [info, stop, *extra])
     train_dl = train_loader(splits.train, cfg.data.batch_size, cfg.seed, trainer.global_rank, trainer.world_size)
     val_dl = eval_loader(splits.val, cfg.data.eval_batch_size, trainer.global_rank, trainer.world_size)
     module = build_module(cfg, source, splits, steps_per_epoch=len(train_dl))
@@ -304,6 +312,7 @@ def _start_tracking(
         tracker = Tracker.reopen(
             cfg.tracking.uri or info["tracking_uri"], info["run_id"], cfg.tracking.connect_timeout_s
         )
+        tracker.run_dir = run_dir
         tags = {"clfops.resumed_from": str(resume.checkpoint), "clfops.resume_changed": ", ".join(changed) or "-"}
         tracker.set_tags(tags)
         log.info(f"MLflow run {tracker.run_id} reopened at {tracker.uri}")
@@ -311,6 +320,7 @@ def _start_tracking(
     tags = runs.provenance_tags(run_dir, overrides)
     experiment = cfg.tracking.experiment or source.name
     tracker = Tracker.start(cfg.tracking.uri, experiment, run_dir.name, tags, cfg.tracking.connect_timeout_s)
+    tracker.run_dir = run_dir
     runs.write_text(run_dir / "run.json", json.dumps({"run_id": tracker.run_id, "tracking_uri": tracker.uri}))
     params = C.flatten(cfg)
     params.update(runs.version_params())

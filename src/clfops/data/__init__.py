@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
+from clfops.errors import UserError
 
-class DataError(Exception):
+
+class DataError(UserError):
     """A user-facing data problem (missing file, corrupt image, wrong format): one line, no traceback."""
 
 

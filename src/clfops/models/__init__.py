@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from clfops.errors import UserError
+
 __all__ = [
     "ModelError",
     "ModelSpec",
@@ -37,7 +39,7 @@ __all__ = [
 DATA_ARGS = ("in_channels", "num_classes", "image_size")
 
 
-class ModelError(Exception):
+class ModelError(UserError):
     """A user-facing model problem (unknown model, bad argument, input mismatch): one line, no traceback."""
 
 

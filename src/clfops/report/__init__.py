@@ -4,6 +4,8 @@ self-contained page (`html`), and finding the model and data to evaluate (`input
 This module stays import-light (no torch): the CLI imports `EvaluateError` from it to recognise user errors.
 """
 
+from clfops.errors import UserError
 
-class EvaluateError(Exception):
+
+class EvaluateError(UserError):
     """`clfops evaluate` cannot go on (no model given, data that does not fit the model): one line for the user."""

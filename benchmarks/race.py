@@ -1,0 +1,76 @@
+"""The race: the default `clfops train` vs the plain PyTorch reference script, as whole processes.
+
+    .venv/bin/python benchmarks/race.py [--seeds 0 1] [--reference ../shared/bench/raw_reference.py] [-- OVERRIDES]
+
+Each contestant runs as its own process (start-up, data load, validation, test, tracking, model logging all
+count for clfops; the reference counts the same way: its whole process). Seeds alternate reference, clfops,
+reference, clfops… so machine noise hits both. Prints each run, then mean accuracy and mean wall time of
+both, and the ratio clfops/reference (goal: clfops accuracy >= 0.93 with ratio <= 1.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cpu() -> str:
+    import torch
+
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
+
+
+def run_reference(script: Path, seed: int) -> tuple[float, float]:
+    cmd = [sys.executable, str(script), "--arch", "small", "--epochs", "3", "--cl", "--seed", str(seed)]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    wall = time.perf_counter() - t0
+    return float(re.search(r"test_acc=([0-9.]+)", out).group(1)), wall
+
+
+def run_clfops(seed: int, overrides: list[str]) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [f"seed={seed}", f"run.root={tmp}/runs", "run.name=race", f"tracking.uri=sqlite:///{tmp}/mlflow.db"]
+        cmd = [str(REPO / ".venv" / "bin" / "clfops"), "train", *args, "logging.progress=none", *overrides]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=tmp)
+        wall = time.perf_counter() - t0
+        return json.loads((Path(tmp) / "runs" / "race" / "summary.json").read_text())["test_acc"], wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--reference", type=Path, default=REPO.parent / "shared" / "bench" / "raw_reference.py")
+    ap.add_argument("overrides", nargs="*", help="extra clfops overrides (after --)")
+    a = ap.parse_args()
+    ref, ours = [], []
+    for seed in a.seeds:
+        ref.append(run_reference(a.reference, seed))
+        print(f"seed {seed} reference: acc {ref[-1][0]:.4f}  wall {ref[-1][1]:.1f} s", flush=True)
+        ours.append(run_clfops(seed, a.overrides))
+        print(f"seed {seed} clfops   : acc {ours[-1][0]:.4f}  wall {ours[-1][1]:.1f} s", flush=True)
+
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs)
+
+    r_acc, r_wall = mean([r[0] for r in ref]), mean([r[1] for r in ref])
+    o_acc, o_wall = mean([o[0] for o in ours]), mean([o[1] for o in ours])
+    print(f"cpu: {cpu()}")
+    print(f"reference: mean acc {r_acc:.4f}, mean wall {r_wall:.1f} s")
+    print(f"clfops   : mean acc {o_acc:.4f}, mean wall {o_wall:.1f} s  ({' '.join(a.overrides) or 'defaults'})")
+    print(f"wall ratio clfops/reference: {o_wall / r_wall:.3f}  (goal <= 1.0 with clfops acc >= 0.93)")
+
+
+if __name__ == "__main__":
+    main()

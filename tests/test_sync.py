@@ -120,7 +120,7 @@ def test_server_lost_mid_run_training_goes_on_and_sync_completes_it(tmp_path: Pa
             time.sleep(0.1)
     finally:
         stop_server(server)
-    out, err = train_proc.communicate(timeout=300)
+    _, err = train_proc.communicate(timeout=300)
     assert train_proc.returncode == 0, err[-3000:]  # training went on without the server
     assert "clfops sync" in err  # the warning says what to do
     assert json.loads((run_dir / "status.json").read_text())["status"] == "FINISHED"

@@ -42,7 +42,7 @@ from clfops.module import Classifier, ModuleSettings
 from clfops.progress import progress_callbacks, quiet_libraries
 from clfops.recorder import EpochStats, RunLogger
 from clfops.schedules import OptimizerSettings, SchedulerSettings, build_optimizer
-from clfops.tracking import Tracker, run_dir_lookup
+from clfops.tracking import STATUSES, Tracker, run_dir_lookup
 
 log = logging.getLogger("clfops")
 
@@ -363,6 +363,8 @@ def _end_tracking(tracker: Tracker | None, run_dir: Path, err: BaseException | N
         status, message = "FINISHED", None
     elif isinstance(err, (KeyboardInterrupt, SystemExit)):
         status, message = "KILLED", str(err) or "interrupted"
+    elif getattr(err, "run_status", None) in STATUSES:  # a deliberate stop, e.g. a sweep's pruned trial
+        status, message = err.run_status, str(err)
     else:
         status, message = (
             "FAILED",

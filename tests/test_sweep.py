@@ -16,7 +16,8 @@ import yaml
 
 from clfops import config as C
 from clfops.config import ConfigError
-from clfops.sweep import Param, SweepSettings, first_values, load_space, run_sweep, storage_url
+from clfops.search_space import Param, first_values, load_space
+from clfops.sweep import SweepSettings, run_sweep, storage_url
 from clfops.tracking import PARENT_TAG, child_run_ids, client
 from clfops.tune import TuningError
 from conftest import run_cli

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from clfops.train import train
@@ -67,3 +68,47 @@ def test_cli_train_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "test accuracy" in proc.stdout and str(tmp_path / "runs" / "cli") in proc.stdout
     assert (tmp_path / "mlflow.db").is_file()  # the default local store, in the working directory
+
+
+def lrs(run_dir: str) -> list[float]:
+    return [float(r["lr"]) for r in csv.DictReader((Path(run_dir) / "metrics.csv").open()) if r.get("lr")]
+
+
+def test_step_schedule_decays_per_epoch(compose) -> None:
+    summary = train(
+        compose(
+            "scheduler=step",
+            "scheduler.step_size=1",
+            "scheduler.gamma=0.1",
+            "trainer.max_epochs=2",
+            "optimizer=sgd",
+            "optimizer.lr=0.05",
+        )
+    )
+    assert lrs(summary["run_dir"]) == pytest.approx([0.005, 0.0005])  # lr at the end of epochs 1, 2
+
+
+def test_cosine_with_warmup_rises_then_falls(compose) -> None:
+    summary = train(compose("scheduler=cosine", "scheduler.warmup_epochs=1", "trainer.max_epochs=3"))
+    lr = lrs(summary["run_dir"])
+    assert lr[0] == pytest.approx(0.004) and lr[1] < lr[0] and lr[2] < lr[1]  # warm after epoch 1, then down
+
+
+def test_early_stopping_stops_before_max_epochs(compose) -> None:
+    # "improvement" of val/loss in max mode never happens while the model learns: stop after patience+1 epochs
+    summary = train(
+        compose(
+            "trainer.early_stopping.enabled=true",
+            "trainer.early_stopping.monitor=val/loss",
+            "trainer.early_stopping.mode=max",
+            "trainer.early_stopping.patience=0",
+            "trainer.max_epochs=4",
+        )
+    )
+    assert summary["epochs"] == 2
+
+
+def test_swa_averages_weights_and_still_tests(compose) -> None:
+    summary = train(compose("trainer.swa.enabled=true", "trainer.swa.epoch_start=0.5", "trainer.max_epochs=2"))
+    assert 0.3 < summary["test_acc"] <= 1.0
+    assert (Path(summary["run_dir"]) / "model" / "model.safetensors").is_file()

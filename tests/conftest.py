@@ -17,6 +17,7 @@ CLFOPS = [sys.executable, "-m", "clfops.cli"]
 # A run small enough for a test (~5 s on 2 cores) that still exercises every stage of `clfops train`.
 TINY = [
     "data.train_limit=600",
+    "data.test_limit=2000",  # scoring 10k test images (+ report) would dominate a tiny run
     "data.batch_size=64",
     "data.eval_batch_size=500",
     "trainer.max_epochs=1",

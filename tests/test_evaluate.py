@@ -2,7 +2,7 @@
 logging read back, one-line errors, and report.html rendered in headless Chromium.
 
 One tiny model is trained per module (600 Fashion-MNIST images, 1 epoch). Most evaluations use its `val`
-split (120 images) to stay fast; the CLI run evaluates the real 10,000-image test split once.
+split (120 images) to stay fast; the CLI run evaluates the run's test split (data.test_limit images) once.
 """
 
 from __future__ import annotations
@@ -167,13 +167,14 @@ def test_cli_writes_every_file_and_logs_back_to_the_run(trained: dict, cli_eval)
     for name in (*OUTPUTS, "predictions.csv"):
         assert (out / name).stat().st_size > 0, name
     report = _report(out)
-    # Same weights, same preprocessing, same 10k images as the test at the end of training.
-    assert report["images"] == 10_000
+    # Same weights, same preprocessing, same test images (the run's data.test_limit) as at the end of training.
+    n = trained["images"]["test"]
+    assert report["images"] == n
     assert report["accuracy"] == pytest.approx(trained["test_acc"], abs=1e-6)
     assert report["macro_avg"]["f1"] == pytest.approx(trained["test_f1"], abs=1e-4)
     preds = list(csv.DictReader((out / "predictions.csv").open()))
-    assert len(preds) == 10_000 and set(preds[0]) == {"index", "true", "predicted", "confidence"}
-    assert sum(p["true"] == p["predicted"] for p in preds) / 10_000 == pytest.approx(report["accuracy"])
+    assert len(preds) == n and set(preds[0]) == {"index", "true", "predicted", "confidence"}
+    assert sum(p["true"] == p["predicted"] for p in preds) / n == pytest.approx(report["accuracy"])
     client = MlflowClient(trained["store"])
     metrics = client.get_run(trained["run_id"]).data.metrics
     for key, value in eval_metrics(report).items():

@@ -84,13 +84,19 @@ def test_register_tags_the_version_and_cli_lists_it(run: dict[str, Any], name: s
     assert f"registered model {name}" in result.stdout and run["run_id"][:8] in result.stdout
 
 
-def test_gate_passes_with_test_fallback_then_production_needs_staging(run: dict[str, Any], name: str) -> None:
+def test_gate_falls_back_to_test_metrics_when_eval_is_missing(run: dict[str, Any], name: str) -> None:
+    version = version_with(run, name, {"test/acc": 0.95})  # e.g. a run synced from an older clfops
+    staged = promote(run["store"], name, "staging", version=version, gates=["eval/accuracy>=0.90"])
+    assert staged.promoted and "from test/acc" in tags(run, name, version)["promotion.staging.reason"]
+
+
+def test_gate_passes_then_production_needs_staging(run: dict[str, Any], name: str) -> None:
     v1 = str(register(run["store"], run["run_id"], name).version)
-    gate = f"eval/accuracy>={run['test_acc'] - 0.01:.4f}"  # not evaluated yet: test/acc stands in
+    gate = f"eval/accuracy>={run['test_acc'] - 0.01:.4f}"  # train logs eval/* on the test split itself
     staged = promote(run["store"], name, "staging", version=v1, gates=[gate])
     assert staged.promoted and aliases(run, name) == {"staging": v1}
     assert tags(run, name, v1)["promotion.staging"] == "passed"
-    assert "from test/acc" in tags(run, name, v1)["promotion.staging.reason"]
+    assert "eval/accuracy=" in tags(run, name, v1)["promotion.staging.reason"]
     v2 = str(register(run["store"], run["run_id"], name).version)
     refused = promote(run["store"], name, "production", run_id=run["run_id"], gates=[gate])  # latest: v2
     assert refused.version == v2 and not refused.promoted and "does not hold staging" in refused.reason

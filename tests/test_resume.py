@@ -25,6 +25,7 @@ from conftest import run_cli
 # Strong augmentation and dropout: resume must restore the augmentation generator and the global RNG too.
 RECIPE = [
     "data.train_limit=6000",
+    "data.test_limit=2000",
     "data.batch_size=64",
     "trainer.max_epochs=3",
     "deterministic=true",

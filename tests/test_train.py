@@ -25,7 +25,7 @@ def test_train_writes_run_dir_and_summary(compose, store: str) -> None:
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["test_acc"] == summary["test_acc"]
     assert 0.3 < summary["test_acc"] <= 1.0  # 2 epochs on 480 images: well above chance (0.1)
-    assert summary["epochs"] == 2 and summary["images"] == {"train": 480, "val": 120, "test": 10000}
+    assert summary["epochs"] == 2 and summary["images"] == {"train": 480, "val": 120, "test": 2000}
     assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     epochs = [r for r in rows if r.get("val/acc")]

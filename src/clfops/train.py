@@ -92,7 +92,7 @@ def train(
             raise CheckpointError(
                 f"cannot resume: the data changed since the checkpoint (sha256 {source.sha256[:12]}…)"
             )
-        splits = make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit)
+        splits = make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit, cfg.data.test_limit)
         data_s = time.perf_counter() - t0
         tracker = _start_tracking(cfg, run_dir, source, overrides, resume, changed)
         summary = _fit_and_test(cfg, run_dir, source, splits, tracker, precision, stop, resume, extra_callbacks or [])

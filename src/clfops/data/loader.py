@@ -26,8 +26,11 @@ class Splits:
     test: Split
 
 
-def make_splits(source: Source, val_fraction: float, seed: int, train_limit: int | None) -> Splits:
-    """Seeded, reproducible split of the official training set; the test set is never touched."""
+def make_splits(
+    source: Source, val_fraction: float, seed: int, train_limit: int | None, test_limit: int | None = None
+) -> Splits:
+    """Seeded, reproducible split of the official training set; the test set is never mixed in.
+    `test_limit` keeps the first N test images (quick checks; the reported test numbers then cover only those)."""
     x, y = source.train.x, source.train.y
     if train_limit is not None:
         if train_limit < 2:
@@ -42,7 +45,7 @@ def make_splits(source: Source, val_fraction: float, seed: int, train_limit: int
     return Splits(
         train=Split(x[train_idx], y[train_idx]),
         val=Split(x[val_idx], y[val_idx]),
-        test=source.test,
+        test=source.test if test_limit is None else Split(source.test.x[:test_limit], source.test.y[:test_limit]),
     )
 
 

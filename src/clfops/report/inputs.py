@@ -218,9 +218,8 @@ def load_eval_data(spec: str, model: ModelSource) -> EvalData:
                 "pass --data /path/to/images"
             )
         source = _config_source(cfg)
-        split = source.test
-        if spec == "val":
-            split = make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit).val
+        splits = make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit, cfg.data.get("test_limit"))
+        split = splits.val if spec == "val" else splits.test
         data = EvalData(split, f"{source.name} {spec}", source.sha256, spec == "test")
     elif spec in DATASETS and spec != "folder":
         source = _source(spec, None, m.in_channels, size)

@@ -16,7 +16,6 @@ also pays the metrics on each round's full 10k logits. Throughput = images / sum
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -27,20 +26,12 @@ from clfops import config as C
 from clfops.data.sources import load_source
 from clfops.evaluate import Provenance, evaluate_net, predict_logits
 from clfops.export import Manifest
-from clfops.hardware import configure_threads
+from clfops.hardware import configure_threads, cpu_description
 from clfops.models import create_model
 from clfops.report.metrics import prediction_arrays, report_from_arrays
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 HEADING = "## Evaluation throughput"
-
-
-def cpu_name() -> str:
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def plain(net: torch.nn.Module, x: torch.Tensor, bs: int, mean: float, std: float) -> torch.Tensor:
@@ -113,7 +104,7 @@ def main() -> None:
         evaluate_net(net, manifest, source.test, Path(tmp), prov, a.batch_size)
         full_s = time.perf_counter() - t0
     lines = [
-        f"CPU: {cpu_name()} ({threads} threads), torch {torch.__version__}, model {cfg.model.name}, "
+        f"CPU: {cpu_description()} ({threads} threads), torch {torch.__version__}, model {cfg.model.name}, "
         f"batch {a.batch_size}, {len(x):,} Fashion-MNIST test images x {a.rounds} rounds, chunks of {a.chunk}",
         f"plain inference_mode loop:       {n / t_plain:,.0f} img/s",
         f"clfops predict_logits + metrics: {n / t_ours:,.0f} img/s",

@@ -19,15 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from clfops.hardware import cpu_description
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu() -> str:
-    import torch
-
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
-    return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
 
 
 def run_reference(script: Path, seed: int) -> tuple[float, float]:
@@ -66,7 +60,7 @@ def main() -> None:
 
     r_acc, r_wall = mean([r[0] for r in ref]), mean([r[1] for r in ref])
     o_acc, o_wall = mean([o[0] for o in ours]), mean([o[1] for o in ours])
-    print(f"cpu: {cpu()}")
+    print(f"cpu: {cpu_description()}")
     print(f"reference: mean acc {r_acc:.4f}, mean wall {r_wall:.1f} s")
     print(f"clfops   : mean acc {o_acc:.4f}, mean wall {o_wall:.1f} s  ({' '.join(a.overrides) or 'defaults'})")
     print(f"wall ratio clfops/reference: {o_wall / r_wall:.3f}  (goal <= 1.0 with clfops acc >= 0.93)")

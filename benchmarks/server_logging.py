@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -31,15 +30,8 @@ import urllib.request
 from pathlib import Path
 
 from clfops.config import compose
+from clfops.hardware import cpu_description
 from clfops.tracking import Tracker
-
-
-def cpu_name() -> str:
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def free_port() -> int:
@@ -145,7 +137,7 @@ def main() -> None:
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(60)
-    print(f"\nCPU: {cpu_name()} ({len(os.sched_getaffinity(0))} cores usable)")
+    print(f"\nCPU: {cpu_description()} ({len(os.sched_getaffinity(0))} cores usable)")
     print(f"server store: {args.backend_store_uri or 'SQLite (temp dir)'}, 2 workers, loopback\n")
     print(f"| per log_batch call ({args.metrics} points) | local SQLite | server |")
     print("|---|---|---|")

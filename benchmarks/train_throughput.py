@@ -11,7 +11,6 @@ Order alternates (plain, clfops, plain, clfops) to spread machine noise.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
@@ -20,16 +19,8 @@ import torch.nn.functional as F
 from clfops import config as C
 from clfops.data.loader import make_splits
 from clfops.data.sources import load_source
-from clfops.hardware import configure_threads, resolve_precision
+from clfops.hardware import configure_threads, cpu_description, resolve_precision
 from clfops.models import create_model
-
-
-def cpu_name() -> str:
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def plain(x: torch.Tensor, y: torch.Tensor, epochs: int, bs: int, precision: str, cfg) -> float:
@@ -95,7 +86,7 @@ def main() -> None:
         rates["plain"].append(plain(splits.train.x, splits.train.y, a.epochs, 256, precision, cfg))
         rates["clfops"].append(clfops_fit(cfg))
     p, c = max(rates["plain"]), max(rates["clfops"])
-    print(f"cpu: {cpu_name()} ({torch.backends.cpu.get_cpu_capability()}), threads {threads}, precision {precision}")
+    print(f"cpu: {cpu_description()}, threads {threads}, precision {precision}")
     print(f"plain loop : {p:8.0f} img/s  (runs: {', '.join(f'{r:.0f}' for r in rates['plain'])})")
     print(f"clfops     : {c:8.0f} img/s  (runs: {', '.join(f'{r:.0f}' for r in rates['clfops'])})")
     print(f"ratio clfops/plain: {c / p:.3f}  (target >= 0.95)")

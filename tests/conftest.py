@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,3 +52,19 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     return subprocess.run(
         [*CLFOPS, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+@contextlib.contextmanager
+def pg_database(port: int = 5432, maintenance_db: str = "test") -> Iterator[str]:
+    """A fresh PostgreSQL database on 127.0.0.1 (trust auth), dropped afterwards whoever is still connected."""
+    import psycopg
+
+    name = f"clfops_test_{uuid.uuid4().hex[:12]}"
+    admin = f"host=127.0.0.1 port={port} user=postgres dbname={maintenance_db} connect_timeout=5"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(psycopg.OperationalError), psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -30,7 +30,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from clfops.train import train
-from conftest import CLFOPS, run_cli
+from conftest import CLFOPS, pg_database, run_cli
 
 PG_PORT, MYSQL_PORT = 5432, 3306
 S3_KEY, S3_SECRET = "clfopsaccess", "clfops-secret-key-0001"
@@ -40,22 +40,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def pg_database(port: int = PG_PORT, maintenance_db: str = "test") -> Iterator[str]:
-    """A fresh PostgreSQL database (dropped afterwards, whoever is still connected)."""
-    import psycopg
-
-    name = f"clfops_{uuid.uuid4().hex[:12]}"
-    admin = f"host=127.0.0.1 port={port} user=postgres dbname={maintenance_db} connect_timeout=5"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        with contextlib.suppress(psycopg.OperationalError), psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import CLFOPS, TINY
-from test_server import Server, assert_run_complete, clfops_server, csv_points, free_port, pg_database
+from conftest import CLFOPS, TINY, pg_database
+from test_server import Server, assert_run_complete, clfops_server, csv_points, free_port
 
 SYNC_HINT = "clfops sync"
 

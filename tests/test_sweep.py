@@ -6,8 +6,6 @@ import contextlib
 import json
 import re
 import socket
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -20,7 +18,7 @@ from clfops.search_space import Param, first_values, load_space
 from clfops.sweep import SweepSettings, run_sweep, storage_url
 from clfops.tracking import PARENT_TAG, child_run_ids, client
 from clfops.tune import TuningError
-from conftest import run_cli
+from conftest import pg_database, run_cli
 
 # One epoch, constant LR, batch 32: enough steps for val/acc to separate a good LR from a hopeless one.
 RECIPE = [
@@ -123,21 +121,6 @@ def _pg_reachable() -> bool:
     with contextlib.suppress(OSError), socket.create_connection(PG, timeout=2):
         return True
     return False
-
-
-@contextlib.contextmanager
-def pg_database() -> Iterator[str]:
-    import psycopg
-
-    name = f"clfops_test_{uuid.uuid4().hex[:12]}"
-    admin = f"host={PG[0]} port={PG[1]} user=postgres dbname=postgres connect_timeout=5"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        with contextlib.suppress(psycopg.OperationalError), psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.skipif(not _pg_reachable(), reason="no PostgreSQL server at 127.0.0.1:5432")

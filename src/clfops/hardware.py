@@ -44,3 +44,14 @@ def resolve_precision(precision: str | int, accelerator: str = "auto") -> str:
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+
+
+def cpu_description() -> str:
+    """'AMD EPYC (AVX512, native bf16)': what every benchmark figure is reported beside."""
+    try:
+        lines = open("/proc/cpuinfo").read().splitlines()  # noqa: SIM115 — tiny file, read once
+    except OSError:
+        lines = []
+    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "unknown CPU")
+    bf16 = ", native bf16" if cpu_has_native_bf16() else ""
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()}{bf16})"

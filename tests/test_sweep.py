@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import socket
 from pathlib import Path
 
 import optuna
@@ -117,13 +115,6 @@ def test_sweep_prunes_resumes_to_five_with_two_workers(tmp_path: Path, store: st
     assert len((out / "trials.csv").read_text().splitlines()) == 6
 
 
-def _pg_reachable() -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(PG, timeout=2):
-        return True
-    return False
-
-
-@pytest.mark.skipif(not _pg_reachable(), reason="no PostgreSQL server at 127.0.0.1:5432")
 def test_sweep_on_postgresql_storage(tmp_path: Path, store: str) -> None:
     space = tmp_path / "space.yaml"
     space.write_text("optimizer.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")

@@ -22,7 +22,6 @@ from clfops.data.hashing import tensor_sha256
 from clfops.data.idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, load_idx_dataset, read_idx
 
 RNG = np.random.default_rng(0)
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 # ---------------------------------------------------------------- IDX
 

@@ -1,0 +1,5 @@
+"""`python -m clfops.cli`."""
+
+from clfops.cli import main
+
+main()

@@ -1,0 +1,60 @@
+"""The `clfops` command group and the error handling every command shares.
+
+`clfops --help` and `clfops train --help` import only click: torch, Lightning and MLflow load inside the
+command that needs them. Every user mistake arrives here as an exception whose message is one line; it is
+printed as `clfops: error: ...` with exit code 2 (never a traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+
+from clfops.errors import UserError
+
+EXIT_USAGE = 2
+STORE_HELP = "Tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user errors into one line + exit 2, Ctrl-C into exit 130."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt as err:
+            # 128 + signal number, the shell's convention: 130 for Ctrl-C, 143 for SIGTERM.
+            signum = getattr(err, "signum", 2)
+            click.echo(f"clfops: {err or 'interrupted'}", err=True)
+            sys.exit(128 + signum)
+        except Exception as err:
+            module = sys.modules.get("clfops.module")  # loaded iff training ran; don't import torch for this
+            if module is not None and isinstance(err, module.NonFiniteLossError):  # diverged: exit 1
+                click.echo(f"clfops: error: {err}", err=True)
+                sys.exit(1)
+            if isinstance(err, (UserError, ValueError)):
+                message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                click.echo(f"clfops: error: {message}", err=True)
+                sys.exit(EXIT_USAGE)
+            raise
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="clfops")
+def main() -> None:
+    """clfops: train, track, evaluate, promote and serve PyTorch image classifiers."""
+    import logging
+
+    logger = logging.getLogger("clfops")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)

@@ -1,0 +1,172 @@
+"""Commands on trained models: evaluate, predict, register, promote, models."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from clfops.cli.base import STORE_HELP, friendly, main
+
+
+@main.command()
+@click.option("--run-dir", type=click.Path(path_type=str), help="A run directory (uses RUN_DIR/model).")
+@click.option("--checkpoint", type=click.Path(path_type=str), help="A Lightning checkpoint of a run (.ckpt).")
+@click.option("--run-id", help="An MLflow run id (its logged model, else its local run dir).")
+@click.option("--model-uri", help="runs:/ID/model, models:/NAME@ALIAS or models:/NAME/VERSION.")
+@click.option(
+    "--data", default="test", show_default=True, help="test | val (of the training data) | DATASET | IMAGE_FOLDER."
+)
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--out", type=click.Path(path_type=str), help="Output folder (default RUN_DIR/eval or ./eval).")
+@click.option("--log-mlflow", is_flag=True, help="Log eval/* metrics and the files to the run (or a linked run).")
+@click.option("--tracking-uri", help="Tracking store (default: the run's own, else $MLFLOW_TRACKING_URI).")
+@click.option("--top-k-grid", "grid", default=16, show_default=True, help="Misclassified examples to show.")
+@click.option("--save-predictions", is_flag=True, help="Also write predictions.csv (one row per image).")
+@friendly
+def evaluate(
+    run_dir: str | None,
+    checkpoint: str | None,
+    run_id: str | None,
+    model_uri: str | None,
+    data: str,
+    batch_size: int,
+    out: str | None,
+    log_mlflow: bool,
+    tracking_uri: str | None,
+    grid: int,
+    save_predictions: bool,
+) -> None:
+    """Evaluate a trained model: classification report, plots, report.html, optionally logged to MLflow."""
+    from pathlib import Path
+
+    from clfops.evaluate import EvalRequest, print_summary
+    from clfops.evaluate import evaluate as run_evaluate
+
+    request = EvalRequest(
+        run_dir=Path(run_dir) if run_dir else None,
+        checkpoint=Path(checkpoint) if checkpoint else None,
+        run_id=run_id,
+        model_uri=model_uri,
+        data=data,
+        batch_size=batch_size,
+        out=Path(out) if out else None,
+        log_mlflow=log_mlflow,
+        tracking_uri=tracking_uri,
+        grid=grid,
+        save_predictions=save_predictions,
+    )
+    print_summary(run_evaluate(request))
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--model-uri", help="models:/NAME@production, models:/NAME/VERSION or runs:/RUN_ID/model.")
+@click.option("--run-id", help="An MLflow run id (its logged model, else its local run dir).")
+@click.option("--checkpoint", help="A checkpoint inside a run dir (RUN_DIR/checkpoints/*.ckpt).")
+@click.option("--run-dir", help="A run directory (uses RUN_DIR/model).")
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--out", help="Also write every prediction to a .csv or .json file.")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--tracking-uri", help=STORE_HELP)
+@friendly
+def predict(
+    sources: tuple[str, ...],
+    model_uri: str | None,
+    run_id: str | None,
+    checkpoint: str | None,
+    run_dir: str | None,
+    top_k: int,
+    out: str | None,
+    batch_size: int,
+    tracking_uri: str | None,
+) -> None:
+    """Class names and probabilities for SOURCES: image files, folders (recursive) or IDX files (.gz or raw).
+
+    Exits 1 when an image could not be read (each one is named on stderr and skipped).
+    """
+    from pathlib import Path
+
+    from clfops import predict as P
+
+    if out:
+        P.check_out_path(Path(out))
+    net, manifest = P.load_for_predict(model_uri, run_id, checkpoint, run_dir, tracking_uri)
+    pred = P.predict_sources(net, manifest, list(sources), batch_size)
+    P.print_table(pred, top_k)
+    if out:
+        P.write_output(pred, Path(out), top_k)
+        click.echo(f"wrote {len(pred.names)} predictions to {out}")
+    for path, why in pred.failed:
+        click.echo(f"clfops: skipped unreadable {path}: {why}", err=True)
+    if pred.failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--run-id", required=True, help="The MLflow run whose logged model becomes a version.")
+@click.option("--name", required=True, help="Registered model name (created when missing).")
+@click.option("--tracking-uri", help=STORE_HELP)
+@friendly
+def register(run_id: str, name: str, tracking_uri: str | None) -> None:
+    """Register a run's model as a new version of NAME (tags: test_acc, data_sha256, git_commit)."""
+    from clfops.promote import register as register_version
+
+    mv = register_version(tracking_uri, run_id, name)
+    click.echo(f"registered {name} version {mv.version} from run {run_id}: models:/{name}/{mv.version}")
+
+
+@main.command()
+@click.option("--name", required=True, help="Registered model name.")
+@click.option("--version", "version", help="The version to promote (or --run-id).")
+@click.option("--run-id", help="Promote the latest version registered from this run.")
+@click.option("--alias", required=True, type=click.Choice(["staging", "production"]))
+@click.option("--gate", "gates", multiple=True, help="METRIC(>=|<=|>|<|==)NUMBER, e.g. 'eval/accuracy>=0.90'.")
+@click.option("--force", is_flag=True, help="Promote to production without holding staging first.")
+@click.option("--compare-to", type=click.Choice(["staging", "production"]), help="Also beat this alias' version.")
+@click.option("--tracking-uri", help=STORE_HELP)
+@friendly
+def promote(
+    name: str,
+    version: str | None,
+    run_id: str | None,
+    alias: str,
+    gates: tuple[str, ...],
+    force: bool,
+    compare_to: str | None,
+    tracking_uri: str | None,
+) -> None:
+    """Move ALIAS to a version if every gate holds; exit 0 promoted, 1 a gate failed, 2 usage error.
+
+    Gates read the version's run metrics; eval/* falls back to the test/* metric training logged
+    (eval/accuracy <- test/acc) until `clfops evaluate --run-id ID --log-mlflow` has run.
+    """
+    from clfops.promote import promote as promote_version
+
+    decision = promote_version(tracking_uri, name, alias, version, run_id, list(gates), force, compare_to)
+    for ok, text in decision.checks:
+        click.echo(f"  {'pass' if ok else 'FAIL'}  {text}")
+    if not decision.promoted:
+        click.echo(f"not promoted: {name} v{decision.version} -> @{alias} refused ({decision.reason})", err=True)
+        sys.exit(1)
+    was = f" (was v{decision.previous})" if decision.previous else ""
+    click.echo(f"promoted {name} v{decision.version} -> @{alias}{was}: models:/{name}@{alias}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--tracking-uri", help=STORE_HELP)
+@friendly
+def models(name: str, tracking_uri: str | None) -> None:
+    """List the versions of registered model NAME: aliases, run, key metrics, promotion decisions."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from clfops.promote import model_rows
+
+    rows = model_rows(tracking_uri, name)
+    caption = "(test): the test/* metric of training; `clfops evaluate --run-id ID --log-mlflow` logs eval/*"
+    table = Table(*rows[0].keys(), title=f"registered model {name}", caption=caption)
+    for row in rows:
+        table.add_row(*row.values())
+    Console(width=None if sys.stdout.isatty() else 120).print(table)  # CI logs: no truncated cells

@@ -108,6 +108,8 @@ class GracefulStop(L.Callback):
         self.in_fit = False
         if self.requested is None or not isinstance(exception, SystemExit) or not trainer.training:
             return  # stopped in validation: the epoch's last.ckpt before it stays the resume point
+        if trainer.world_size > 1:  # Lightning has already killed the other ranks: no collective save is
+            return  # possible; the last epoch checkpoint is the resume point
         done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
         loader = trainer.train_dataloader
         if isinstance(loader, BatchLoader):
@@ -126,7 +128,7 @@ class RunInfo(L.Callback):
         self.info = {"config": config, "classes": list(classes), "data_sha256": data_sha256}
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint["clfops"] = self.info
+        checkpoint["clfops"] = self.info | {"world_size": trainer.world_size}
 
 
 class AtomicCheckpointIO(CheckpointIO):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassF1Score,
@@ -24,10 +24,11 @@ from torchmetrics.classification import (
 )
 
 from clfops.data.augment import Augment
+from clfops.errors import RunFailed
 from clfops.schedules import OptimizerSettings, SchedulerSettings, build_optimizer, build_scheduler
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunFailed, RuntimeError):
     """The loss became NaN/inf: training stops; the last good checkpoint is kept."""
 
 
@@ -75,6 +76,9 @@ class Classifier(L.LightningModule):
         self.register_buffer("shift", -mean / std, persistent=False)
         self.train_acc = MulticlassAccuracy(settings.num_classes, average="micro")
         self.val_metrics = stage_metrics(settings.num_classes, "val/")
+        # Image-weighted mean loss; like the metrics above it sums across DDP ranks on compute(), so N
+        # processes report exactly what one process would.
+        self.val_loss = MeanMetric()
         self.aug_gen = torch.Generator()
         self._loss_sum = torch.zeros(())
         self._loss_count = 0
@@ -118,15 +122,15 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self.net(self.prepare(x, train=False))
         self.val_metrics.update(logits, y)
-        loss = F.cross_entropy(logits.float(), y)
-        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        self.val_loss.update(F.cross_entropy(logits.float(), y), weight=len(y))
 
     # ----- epoch hooks ---------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         if self._resumed_mid_epoch:  # generator and running sums came from the checkpoint
             return
-        # Augmentation randomness is a function of (seed, epoch): a resumed run replays it exactly.
-        self.aug_gen.manual_seed(self.settings.seed * 100_003 + self.current_epoch)
+        # Augmentation randomness is a function of (seed, epoch, rank): a resumed run replays it exactly,
+        # and DDP ranks draw different crops/flips.
+        self.aug_gen.manual_seed(self.settings.seed * 100_003 + self.current_epoch + 7_919 * self.global_rank)
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
 
@@ -135,14 +139,16 @@ class Classifier(L.LightningModule):
         acc = self.train_acc.compute()
         self.train_acc.reset()
         self.log("train/loss_epoch", loss, sync_dist=True)
-        self.log("train/acc", acc, sync_dist=True)
+        self.log("train/acc", acc)  # compute() gathered all ranks already
         val_acc = self.trainer.callback_metrics.get("val/acc")
         if val_acc is not None:  # how much better the model does on what it was trained on
-            self.log("overfit_gap", acc - val_acc.to(acc.device), sync_dist=True)
+            self.log("overfit_gap", acc - val_acc.to(acc.device))
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), sync_dist=True)
+        # compute() already gathered every rank's counts: identical values on all ranks, no further reduction.
+        self.log_dict({**self.val_metrics.compute(), "val/loss": self.val_loss.compute()}, sync_dist=False)
         self.val_metrics.reset()
+        self.val_loss.reset()
 
     # ----- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self):  # type: ignore[override]
@@ -169,6 +175,7 @@ class Classifier(L.LightningModule):
             "loss_count": self._loss_count,
             "train_acc": {k: v.detach().cpu() for k, v in self.train_acc.metric_state.items()},
             "mid_epoch": self.saving_mid_epoch,
+            "steps_per_epoch": self.settings.steps_per_epoch,  # per process: a resume may change it
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -189,14 +196,23 @@ class Classifier(L.LightningModule):
             self._resumed_mid_epoch = True
 
     # Keys of a scheduler's state that encode the run's length (OneCycle's total_steps and phase ends,
-    # cosine's T_max). A resume with more epochs keeps the new scheduler's values for these and only
-    # restores its position, so the schedule stretches over the longer run from the current step.
-    _LENGTH_KEYS = ("total_steps", "_schedule_phases", "T_max")
+    # cosine's T_max, a warmup's end). A resume with more epochs, or with another count of steps per epoch
+    # (another number of processes), keeps the new scheduler's values for these and restores only its position,
+    # rescaled to the new steps per epoch: the schedule stretches over the new length from the same point.
+    _LENGTH_KEYS = ("total_steps", "_schedule_phases", "T_max", "_milestones")
+    _PER_STEP = ("onecycle", "cosine")  # schedules that count optimizer steps (the others count epochs)
 
     def _stretch_schedules(self, checkpoint: dict) -> None:
-        saved = checkpoint.get("clfops", {}).get("config", {}).get("trainer", {}).get("max_epochs")
-        if saved is None or saved == self.trainer.max_epochs:
+        saved = checkpoint.get("clfops", {}).get("config", {}).get("trainer", {})
+        old_steps = checkpoint.get("epoch_state", {}).get("steps_per_epoch", self.settings.steps_per_epoch)
+        new_steps = self.settings.steps_per_epoch
+        if saved.get("max_epochs", self.trainer.max_epochs) == self.trainer.max_epochs and old_steps == new_steps:
             return
+        rescale = self.settings.scheduler.name in self._PER_STEP and old_steps != new_steps
         for state in checkpoint.get("lr_schedulers", []):
             for key in self._LENGTH_KEYS:
                 state.pop(key, None)
+            for part in [state, *state.get("_schedulers", [])] if rescale else []:
+                for key in ("last_epoch", "_step_count"):  # floor: never past the new run's last step
+                    if key in part:
+                        part[key] = part[key] * new_steps // old_steps

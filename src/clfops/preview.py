@@ -12,7 +12,7 @@ from clfops.data.sources import load_source
 
 
 def write_preview(cfg: DictConfig, out: str | Path, count: int) -> Path:
-    from clfops.train import augment_config
+    from clfops.build import augment_config
 
     source = load_source(cfg.data.name, cfg.data.root, cfg.data.channels, cfg.data.size)
     gen = torch.Generator().manual_seed(int(cfg.seed))

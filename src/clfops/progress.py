@@ -74,6 +74,8 @@ def quiet_libraries() -> None:
         ".*LeafSpec.*",
         ".*smaller than the logging interval.*",
         ".*does not have many workers.*",
+        # DDP: our epoch values are gathered by torchmetrics already, or are rank 0's own clock (lr, seconds).
+        ".*when logging on epoch level in distributed setting.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
 

@@ -137,6 +137,8 @@ class EpochStats(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         total = time.perf_counter() - self._t0
         train_s = self._t_train or total
-        pl_module.log("lr", trainer.optimizers[0].param_groups[0]["lr"])
-        pl_module.log("epoch_seconds", total)
-        pl_module.log("throughput_img_s", self._images / max(train_s, 1e-9))
+        # Rank 0's clock; throughput is the job's (every rank trains on as many images as rank 0).
+        images = self._images * trainer.world_size
+        pl_module.log("lr", trainer.optimizers[0].param_groups[0]["lr"], rank_zero_only=True)
+        pl_module.log("epoch_seconds", total, rank_zero_only=True)
+        pl_module.log("throughput_img_s", images / max(train_s, 1e-9), rank_zero_only=True)

@@ -3,14 +3,19 @@
 The path: threads + seed -> run dir -> data (uint8 tensors) -> net + Classifier -> Lightning Trainer.fit
 -> test with the best weights -> model files + summary.json -> MLflow status. `train(cfg)` returns the
 summary dict; the CLI and the tests call it the same way.
+
+In a multi-process run every process calls `train(cfg)`: rank 0 does all of the above, the other ranks only
+fit (`_train_worker`) and write nothing (see clfops.distributed).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +27,8 @@ from omegaconf import DictConfig
 
 from clfops import config as C
 from clfops import runs
-from clfops.callbacks import AtomicCheckpointIO, GracefulStop, RunInfo, RunInterrupted, trainer_callbacks
+from clfops.build import augment_config, build_module, make_strategy, make_trainer, normalisation
+from clfops.callbacks import GracefulStop, RunInfo, RunInterrupted
 from clfops.checkpoint import (
     CheckpointError,
     ResumePoint,
@@ -32,16 +38,18 @@ from clfops.checkpoint import (
     find_resume,
 )
 from clfops.data import Source
-from clfops.data.augment import Augment, AugmentConfig
+from clfops.data.augment import Augment
 from clfops.data.loader import Splits, eval_loader, make_splits, train_loader
 from clfops.data.sources import load_source
+from clfops.distributed import Rank, WatchedDDPStrategy, process_rank
+from clfops.errors import RunFailed
 from clfops.export import Manifest, save_model
 from clfops.hardware import configure_threads, resolve_precision
-from clfops.models import count_params, create_model
-from clfops.module import Classifier, ModuleSettings
-from clfops.progress import progress_callbacks, quiet_libraries
-from clfops.recorder import EpochStats, RunLogger
-from clfops.schedules import OptimizerSettings, SchedulerSettings, build_optimizer
+from clfops.models import count_params
+from clfops.module import Classifier
+from clfops.progress import quiet_libraries
+from clfops.recorder import RunLogger
+from clfops.schedules import build_optimizer
 from clfops.tracking import STATUSES, Tracker, run_dir_lookup
 
 log = logging.getLogger("clfops")
@@ -56,6 +64,7 @@ def train(
 
     With `resume=` set, the run continues in its own run dir and MLflow run, from its checkpoint's config
     plus `overrides`; a change that breaks the run (other model or data) is refused before anything runs.
+    A different number of processes is allowed (a DDP checkpoint resumes in one process and the reverse).
     """
     t_start = time.perf_counter()
     quiet_libraries()
@@ -67,16 +76,20 @@ def train(
         changed = check_compatible(resume.config, C.to_container(new))
         cfg = new
         cfg.resume = str(resume.checkpoint)
-    threads = configure_threads(cfg.trainer.num_threads)
+    rank = process_rank(cfg.trainer.devices, cfg.trainer.num_nodes)
+    threads = configure_threads(cfg.trainer.num_threads, rank.local_processes)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     torch.use_deterministic_algorithms(bool(cfg.deterministic), warn_only=True)
+    if not rank.is_zero:
+        return _train_worker(cfg, rank, precision, resume)
     run_dir = resume.run_dir if resume else runs.create(Path(cfg.run.root).resolve(), cfg.run.name)
     run_lock = runs.lock(run_dir)
     handler = runs.attach_log_file(run_dir / "train.log")
     stop = GracefulStop(run_dir / "checkpoints" / "last.ckpt")
     stop.install()
     tracker: Tracker | None = None
+    strategy = make_strategy(cfg, lambda message: _rank_stuck(tracker, run_dir, message))
     try:
         log.info(f"run dir {run_dir}  (threads {threads}, precision {precision})")
         if resume is not None:
@@ -87,15 +100,11 @@ def train(
             atomic_write_text(run_dir / "overrides.yaml", "".join(f"- {o}\n" for o in overrides) or "[]\n")
         runs.write_status(run_dir, "RUNNING")
         t0 = time.perf_counter()
-        source = load_source(cfg.data.name, cfg.data.root, cfg.data.channels, _size(cfg.data.size))
-        if resume is not None and source.sha256 != resume.data_sha256:
-            raise CheckpointError(
-                f"cannot resume: the data changed since the checkpoint (sha256 {source.sha256[:12]}…)"
-            )
-        splits = make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit, cfg.data.test_limit)
+        source, splits = _load_data(cfg, resume)
         data_s = time.perf_counter() - t0
         tracker = _start_tracking(cfg, run_dir, source, overrides, resume, changed)
-        summary = _fit_and_test(cfg, run_dir, source, splits, tracker, precision, stop, resume, extra_callbacks or [])
+        fitted = _fit(cfg, run_dir, source, splits, tracker, precision, stop, resume, extra_callbacks or [], strategy)
+        summary = _test_and_save(cfg, run_dir, source, splits, tracker, *fitted)
         summary.update(data_seconds=round(data_s, 3), total_seconds=round(time.perf_counter() - t_start, 3))
         _write_pictures(cfg, run_dir, splits)
         if tracker is not None and cfg.tracking.log_model:  # the safe pyfunc model (~0.5 s), + a version if asked
@@ -108,7 +117,13 @@ def train(
         if tracker is not None:
             _log_run_files(tracker, run_dir)
     except BaseException as err:
-        _end_tracking(tracker, run_dir, err)
+        failure = strategy.rank_failure() if isinstance(strategy, WatchedDDPStrategy) else None
+        # Another rank died: name it, not the collective's "connection closed" that rank 0 saw as a result.
+        resume_hint = f"; the run is FAILED; continue it with: clfops train resume={run_dir}"
+        ended = RunFailed(f"{failure}{resume_hint}") if failure is not None else err
+        _end_tracking(tracker, run_dir, ended)
+        if ended is not err:
+            raise ended from None
         raise
     finally:
         stop.uninstall()
@@ -121,80 +136,92 @@ def train(
     return summary
 
 
+def _load_data(cfg: DictConfig, resume: ResumePoint | None) -> tuple[Source, Splits]:
+    source = load_source(cfg.data.name, cfg.data.root, cfg.data.channels, _size(cfg.data.size))
+    if resume is not None and source.sha256 != resume.data_sha256:
+        raise CheckpointError(f"cannot resume: the data changed since the checkpoint (sha256 {source.sha256[:12]}…)")
+    splits = make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit, cfg.data.test_limit)
+    return source, splits
+
+
+def _train_worker(cfg: DictConfig, rank: Rank, precision: str, resume: ResumePoint | None) -> dict[str, Any]:
+    """Ranks > 0: the same data, net and Trainer as rank 0, fit only. Their Trainer needs a directory, but
+    Lightning writes checkpoints and logs on rank 0 only: a scratch one, removed at the end."""
+    source, splits = _load_data(cfg, resume)
+    with tempfile.TemporaryDirectory(prefix=f"clfops-rank{rank.rank}-") as scratch:
+        _fit(cfg, Path(scratch), source, splits, None, precision, None, resume, [], make_strategy(cfg, None))
+    return {"rank": rank.rank}
+
+
+def _rank_stuck(tracker: Tracker | None, run_dir: Path, message: str) -> None:
+    """Rank 0 is blocked in a collective after another rank died: fail the run from the watch thread, then exit."""
+    _end_tracking(tracker, run_dir, RunFailed(f"{message}; rank 0 was blocked waiting for it"))
+    print(f"clfops: error: {message}; the run is FAILED: {run_dir}", file=sys.stderr, flush=True)
+    os._exit(1)
+
+
 def _size(size: Any) -> tuple[int, int] | None:
     return None if size is None else (int(size[0]), int(size[1]))
 
 
-def _normalisation(cfg: DictConfig, splits: Splits) -> tuple[list[float], list[float]]:
-    """Configured mean/std, else measured on the training split (per channel, pixels in [0, 1])."""
-    if cfg.data.mean is not None and cfg.data.std is not None and len(cfg.data.mean) == splits.train.x.shape[1]:
-        return [float(v) for v in cfg.data.mean], [float(v) for v in cfg.data.std]
-    x = splits.train.x[:20_000].float() / 255.0
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
-    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
-
-
-def build_module(cfg: DictConfig, source: Source, splits: Splits, steps_per_epoch: int) -> Classifier:
-    net = create_model(
-        cfg.model.name, source.channels, len(source.classes), source.size, C.to_container(cfg.model.args)
-    )
-    mean, std = _normalisation(cfg, splits)
-    opt = C.to_container(cfg.optimizer)
-    sched = C.to_container(cfg.scheduler)
-    settings = ModuleSettings(
-        num_classes=len(source.classes),
-        mean=mean,
-        std=std,
-        optimizer=OptimizerSettings(**opt),
-        scheduler=SchedulerSettings(**sched),
-        label_smoothing=float(cfg.trainer.label_smoothing),
-        channels_last=bool(cfg.trainer.channels_last),
-        seed=int(cfg.seed),
-        classes=list(source.classes),
-        steps_per_epoch=steps_per_epoch,
-    )
-    return Classifier(net, settings, Augment(augment_config(cfg.augment)))
-
-
-def _fit_and_test(
+def _fit(
     cfg: DictConfig,
     run_dir: Path,
     source: Source,
     splits: Splits,
     tracker: Tracker | None,
     precision: str,
-    stop: GracefulStop,
+    stop: GracefulStop | None,
     resume: ResumePoint | None,
     extra: list[L.Callback],
-) -> dict[str, Any]:
+    strategy: str | WatchedDDPStrategy,
+) -> tuple[L.Trainer, ModelCheckpoint, Classifier, RunLogger, float]:
+    """Lightning's fit: (trainer, checkpoint callback, module, logger, training seconds)."""
     keep = (resume.epoch, resume.global_step) if resume else None
     logger = RunLogger(run_dir, tracker, bool(cfg.logging.tensorboard), keep)
     info = RunInfo(C.to_container(cfg), source.classes, source.sha256)
-    trainer, ckpt = _make_trainer(cfg, run_dir, precision, logger, [info, stop, *extra])
+    callbacks = [info, *([stop] if stop is not None else []), *extra]
+    trainer, ckpt = make_trainer(cfg, run_dir, precision, logger, callbacks, strategy)
+    # Each rank takes its share of every epoch (trainer.global_rank/world_size are known from the environment).
     train_dl = train_loader(splits.train, cfg.data.batch_size, cfg.seed, trainer.global_rank, trainer.world_size)
     val_dl = eval_loader(splits.val, cfg.data.eval_batch_size, trainer.global_rank, trainer.world_size)
     module = build_module(cfg, source, splits, steps_per_epoch=len(train_dl))
-    n_params = count_params(module.net)
-    runs.write_text(run_dir / "model_summary.txt", f"{module.net}\n\nparameters: {n_params:,}\n")
     if tracker is not None:
-        optimizer = build_optimizer(module.net, module.settings.optimizer)  # only to record its class and defaults
-        defaults = {f"optimizer.defaults.{k}": v for k, v in optimizer.defaults.items() if k != "params"}
-        sizes = {f"data.images.{name}": len(getattr(splits, name)) for name in ("train", "val", "test")}
-        tracker.log_params(
-            {"model.parameters": n_params, "precision.resolved": precision, "optimizer.class": type(optimizer).__name__}
-            | defaults
-            | sizes
-        )
+        _log_model_params(tracker, module, precision, splits)
+    runs.write_text(run_dir / "model_summary.txt", f"{module.net}\n\nparameters: {count_params(module.net):,}\n")
     t0 = time.perf_counter()
     ckpt_path = str(resume.checkpoint) if resume else None
+    signum = lambda: (stop.requested if stop else None) or signal.SIGINT  # noqa: E731  Ctrl-C unless SIGTERM
     try:
         trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit as err:  # Lightning's SIGTERMException, or its exit after a KeyboardInterrupt
-        raise RunInterrupted(stop.requested or signal.SIGINT) from err
-    train_s = time.perf_counter() - t0
+        raise RunInterrupted(signum()) from err
     if trainer.interrupted:
-        raise RunInterrupted(stop.requested or signal.SIGINT)
+        raise RunInterrupted(signum())
+    return trainer, ckpt, module, logger, time.perf_counter() - t0
+
+
+def _log_model_params(tracker: Tracker, module: Classifier, precision: str, splits: Splits) -> None:
+    optimizer = build_optimizer(module.net, module.settings.optimizer)  # only to record its class and defaults
+    defaults = {f"optimizer.defaults.{k}": v for k, v in optimizer.defaults.items() if k != "params"}
+    sizes = {f"data.images.{name}": len(getattr(splits, name)) for name in ("train", "val", "test")}
+    params = {"model.parameters": count_params(module.net), "precision.resolved": precision}
+    tracker.log_params(params | {"optimizer.class": type(optimizer).__name__} | defaults | sizes)
+
+
+def _test_and_save(
+    cfg: DictConfig,
+    run_dir: Path,
+    source: Source,
+    splits: Splits,
+    tracker: Tracker | None,
+    trainer: L.Trainer,
+    ckpt: ModelCheckpoint,
+    module: Classifier,
+    logger: RunLogger,
+    train_s: float,
+) -> dict[str, Any]:
+    """The best weights: model files, the test report and `test/*` metrics; returns the summary."""
     best = ckpt.best_model_path or ckpt.last_model_path
     best_val = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
     if best:
@@ -214,6 +241,7 @@ def _fit_and_test(
         "test_ece": test["eval/ece"],
         "best_val_acc": best_val,
         "epochs": trainer.current_epoch,
+        "processes": trainer.world_size,
         "train_seconds": round(train_s, 3),
         "images": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
         "classes": list(source.classes),
@@ -269,34 +297,6 @@ def _manifest(cfg: DictConfig, source: Source, module: Classifier, tracker: Trac
     )
 
 
-def _make_trainer(
-    cfg: DictConfig, run_dir: Path, precision: str, logger: RunLogger, extra: list[L.Callback]
-) -> tuple[L.Trainer, ModelCheckpoint]:
-    callbacks, ckpt = trainer_callbacks(cfg, run_dir)
-    progress, bar = progress_callbacks(cfg.logging.progress)
-    trainer = L.Trainer(
-        max_epochs=cfg.trainer.max_epochs,
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        strategy=cfg.trainer.strategy,
-        num_nodes=cfg.trainer.num_nodes,
-        precision=precision,
-        logger=logger,
-        callbacks=[*callbacks, *extra, EpochStats(), *progress],
-        enable_progress_bar=bar,
-        enable_model_summary=False,
-        gradient_clip_val=cfg.trainer.gradient_clip_val,
-        limit_val_batches=cfg.trainer.limit_val_batches,
-        check_val_every_n_epoch=cfg.trainer.check_val_every_n_epoch,
-        log_every_n_steps=cfg.tracking.log_every_n_steps,
-        num_sanity_val_steps=0,
-        deterministic=bool(cfg.deterministic),
-        plugins=[AtomicCheckpointIO()],
-        default_root_dir=str(run_dir),
-    )
-    return trainer, ckpt
-
-
 def _start_tracking(
     cfg: DictConfig,
     run_dir: Path,
@@ -340,7 +340,7 @@ def _write_pictures(cfg: DictConfig, run_dir: Path, splits: Splits) -> None:
     augment = Augment(augment_config(cfg.augment))
     if augment.enabled:
         gen = torch.Generator().manual_seed(int(cfg.seed))
-        mean, std = _normalisation(cfg, splits)
+        mean, std = normalisation(cfg, splits)
         preview_grid(splits.train.x[:16], augment, gen, 16, run_dir / "augment_preview.png", mean, std)
 
 
@@ -377,8 +377,3 @@ def _end_tracking(tracker: Tracker | None, run_dir: Path, err: BaseException | N
         tracker.end(status, message)
     if status != "FINISHED":
         print(f"run {status}: {run_dir}", file=sys.stderr)
-
-
-def augment_config(aug: DictConfig) -> AugmentConfig:
-    """configs/augment/*.yaml -> AugmentConfig (the yaml keys are its field names)."""
-    return AugmentConfig(**C.to_container(aug))

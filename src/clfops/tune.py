@@ -139,7 +139,7 @@ def lr_find(cfg: DictConfig, min_lr: float, max_lr: float, steps: int, work_dir:
         raise TuningError(f"LR range {min_lr:g}..{max_lr:g}: need 0 < --min-lr < --max-lr")
     if steps < 13:  # the suggestion skips the first 10 and the last point and needs 2 more
         raise TuningError(f"--steps {steps}: the LR range test needs at least 13 steps")
-    from clfops.train import build_module
+    from clfops.build import build_module
 
     source, splits, precision = _prepare(cfg)
     loader = train_loader(splits.train, cfg.data.batch_size, cfg.seed)
@@ -264,7 +264,7 @@ class _StepTimer(L.Callback):
 
 
 def _measure(cfg: DictConfig, source: Source, splits: Splits, precision: str, size: int, warmup: int, steps: int):
-    from clfops.train import build_module
+    from clfops.build import build_module
 
     # Batches drawn with replacement: a batch size larger than a (small) training set is still measured.
     n = size * (warmup + steps)

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from clfops.errors import UserError
+from clfops.errors import RunFailed, UserError
 
 EXIT_USAGE = 2
 STORE_HELP = "Tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
@@ -33,8 +33,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(f"clfops: {err or 'interrupted'}", err=True)
             sys.exit(128 + signum)
         except Exception as err:
-            module = sys.modules.get("clfops.module")  # loaded iff training ran; don't import torch for this
-            if module is not None and isinstance(err, module.NonFiniteLossError):  # diverged: exit 1
+            if isinstance(err, RunFailed):  # diverged, a training process died: the run is FAILED, exit 1
                 click.echo(f"clfops: error: {err}", err=True)
                 sys.exit(1)
             if isinstance(err, (UserError, ValueError)):

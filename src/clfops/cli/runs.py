@@ -54,6 +54,8 @@ def train(show_cfg: str | None, overrides: tuple[str, ...]) -> None:
     from clfops.train import train as run_train
 
     summary = run_train(cfg, list(overrides))
+    if "rank" in summary:  # rank > 0 of a multi-process run: rank 0 reports for the job
+        return
     click.echo(
         f"test accuracy {summary['test_acc']:.4f}  (best val {summary['best_val_acc'] or float('nan'):.4f}, "
         f"{summary['epochs']} epochs, {summary['train_seconds']:.1f}s training)"

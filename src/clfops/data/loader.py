@@ -5,7 +5,10 @@ is one gather (~0.1 ms for 256 Fashion-MNIST images), where a per-sample Dataset
 for each image and worker processes would fight the model for the machine's 2 cores.
 
 The order of an epoch is a pure function of (seed, epoch, rank): a resumed run replays it exactly, and
-DDP ranks take disjoint strided slices of the same permutation (DistributedSampler's semantics).
+DDP ranks take disjoint strided slices of the same permutation (DistributedSampler's semantics). Training pads
+the permutation so every rank steps the same number of times (a rank with one batch fewer would leave the
+others waiting in the gradient all-reduce); evaluation does not pad, so N-process metrics count every image
+exactly once and equal the 1-process value.
 """
 
 from __future__ import annotations
@@ -52,8 +55,8 @@ def make_splits(
 class EpochSampler:
     """Indices of one epoch for one rank. Lightning calls `set_epoch` before each training epoch."""
 
-    def __init__(self, n: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        self.n, self.shuffle, self.seed = n, shuffle, seed
+    def __init__(self, n: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1, pad: bool = True) -> None:
+        self.n, self.shuffle, self.seed, self.pad = n, shuffle, seed, pad
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
@@ -68,12 +71,16 @@ class EpochSampler:
             order = torch.arange(self.n)
         if self.world_size == 1:
             return order
+        if not self.pad:
+            return order[self.rank :: self.world_size]
         # Pad by repeating the head so every rank gets the same number of batches (DistributedSampler).
         per_rank = math.ceil(self.n / self.world_size)
         padded = torch.cat([order, order[: per_rank * self.world_size - self.n]])
         return padded[self.rank :: self.world_size]
 
     def __len__(self) -> int:
+        if not self.pad:
+            return len(range(self.rank, self.n, self.world_size))
         return math.ceil(self.n / self.world_size)
 
 
@@ -112,11 +119,14 @@ class BatchLoader:
 
     def state_dict(self) -> dict[str, int]:
         done = self._consumed if self._consumed is not None else self._done
-        return {"epoch": self.sampler.epoch, "batches_done": done}
+        return {"epoch": self.sampler.epoch, "batches_done": done, "world_size": self.sampler.world_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         # An epoch-end checkpoint (all batches done) resumes at the next epoch's first batch.
         done = int(state["batches_done"])
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.sampler.world_size:  # resumed on another number of processes: same share of
+            done = done * saved_world // self.sampler.world_size  # the epoch, counted in this world's batches
         self._skip = done if done < len(self) else 0
         self._skip_epoch = int(state["epoch"])
 
@@ -129,4 +139,4 @@ def train_loader(split: Split, batch_size: int, seed: int, rank: int = 0, world_
 
 
 def eval_loader(split: Split, batch_size: int, rank: int = 0, world_size: int = 1) -> BatchLoader:
-    return BatchLoader(split, batch_size, EpochSampler(len(split), False, 0, rank, world_size))
+    return BatchLoader(split, batch_size, EpochSampler(len(split), False, 0, rank, world_size, pad=False))

@@ -88,8 +88,8 @@ def _config_source(cfg: DictConfig) -> Source:
 def from_checkpoint(path: Path) -> ModelSource:
     """A Lightning checkpoint of a run: the network is rebuilt from the run's config.yaml (two levels up:
     RUN_DIR/checkpoints/x.ckpt) and fed as in training (mean/std from config or measured on its train split)."""
+    from clfops.build import normalisation  # the one definition of the run's normalisation
     from clfops.models import create_model
-    from clfops.train import _normalisation  # the one definition of the run's normalisation
 
     ckpt = load_checkpoint(path)  # missing / pickled / truncated files -> one-line CheckpointError
     run_dir = path.resolve().parent.parent
@@ -107,7 +107,7 @@ def from_checkpoint(path: Path) -> ModelSource:
         net.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit {cfg.model.name}: {str(err).splitlines()[0]}") from None
-    mean, std = _normalisation(cfg, make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit))
+    mean, std = normalisation(cfg, make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit))
     run_id, uri = _run_json(run_dir)
     manifest = Manifest(
         model=cfg.model.name,

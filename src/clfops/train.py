@@ -87,12 +87,17 @@ def train(
             atomic_write_text(run_dir / "overrides.yaml", "".join(f"- {o}\n" for o in overrides) or "[]\n")
         runs.write_status(run_dir, "RUNNING")
         t0 = time.perf_counter()
-        source = load_source(cfg.data.name, cfg.data.root, cfg.data.channels, _size(cfg.data.size))
+        if cfg.data.name == "stream":  # shards larger than memory (data/stream.py); sets data.mean/std if null
+            from clfops.data.stream import open_stream
+
+            source, splits = open_stream(cfg.data)
+        else:
+            source = load_source(cfg.data.name, cfg.data.root, cfg.data.channels, _size(cfg.data.size))
+            splits = make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit, cfg.data.test_limit)
         if resume is not None and source.sha256 != resume.data_sha256:
             raise CheckpointError(
                 f"cannot resume: the data changed since the checkpoint (sha256 {source.sha256[:12]}…)"
             )
-        splits = make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit, cfg.data.test_limit)
         data_s = time.perf_counter() - t0
         tracker = _start_tracking(cfg, run_dir, source, overrides, resume, changed)
         summary = _fit_and_test(cfg, run_dir, source, splits, tracker, precision, stop, resume, extra_callbacks or [])
@@ -172,8 +177,13 @@ def _fit_and_test(
     logger = RunLogger(run_dir, tracker, bool(cfg.logging.tensorboard), keep)
     info = RunInfo(C.to_container(cfg), source.classes, source.sha256)
     trainer, ckpt = _make_trainer(cfg, run_dir, precision, logger, [info, stop, *extra])
-    train_dl = train_loader(splits.train, cfg.data.batch_size, cfg.seed, trainer.global_rank, trainer.world_size)
-    val_dl = eval_loader(splits.val, cfg.data.eval_batch_size, trainer.global_rank, trainer.world_size)
+    if cfg.data.name == "stream":  # litdata loaders: they shard by DDP rank themselves
+        from clfops.data.stream import stream_loaders
+
+        train_dl, val_dl = stream_loaders(cfg.data, cfg.seed)
+    else:
+        train_dl = train_loader(splits.train, cfg.data.batch_size, cfg.seed, trainer.global_rank, trainer.world_size)
+        val_dl = eval_loader(splits.val, cfg.data.eval_batch_size, trainer.global_rank, trainer.world_size)
     module = build_module(cfg, source, splits, steps_per_epoch=len(train_dl))
     n_params = count_params(module.net)
     runs.write_text(run_dir / "model_summary.txt", f"{module.net}\n\nparameters: {n_params:,}\n")

@@ -252,6 +252,7 @@ class StreamSettings:
     batch_size: int
     eval_batch_size: int
     test_limit: int | None
+    shuffle_window: int  # 0 = full
 
     @classmethod
     def from_config(cls, data: Mapping[str, Any]) -> StreamSettings:
@@ -267,7 +268,14 @@ class StreamSettings:
             batch_size=int(data["batch_size"]),
             eval_batch_size=int(data["eval_batch_size"]),
             test_limit=None if data["test_limit"] is None else int(data["test_limit"]),
+            shuffle_window=_window(int(data["shuffle_window"])),
         )
+
+
+def _window(value: int) -> int:
+    if value < 0:
+        raise DataError(f"data.shuffle_window={value}: 0 (a full in-chunk shuffle) or a number of images > 0")
+    return value
 
 
 def _dataset(settings: StreamSettings, split: str, shuffle: bool, seed: int = 0) -> StreamingDataset:
@@ -280,7 +288,10 @@ def _dataset(settings: StreamSettings, split: str, shuffle: bool, seed: int = 0)
         shuffle=shuffle,
         seed=seed,
         storage_options=settings.s3.storage_options(),
-        item_shuffle_window="full" if shuffle else None,  # a full in-chunk permutation, not 256-item blocks
+        # 0: a new in-chunk permutation each epoch, items decoded one by one (~4k img/s on 2 cores); N: blocks
+        # of N items are shuffled as units and decoded together (~15k img/s) but keep their images together.
+        item_shuffle_window=settings.shuffle_window if shuffle else None,
+        batch_decode=False if settings.shuffle_window == 0 else "auto",  # litdata's window read is O(chunk)
     )
 
 

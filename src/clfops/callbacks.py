@@ -15,7 +15,6 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Stochast
 from omegaconf import DictConfig
 
 from clfops.checkpoint import atomic_write_bytes, load_checkpoint
-from clfops.data.loader import BatchLoader
 
 
 def trainer_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[L.Callback], ModelCheckpoint]:
@@ -112,7 +111,7 @@ class GracefulStop(L.Callback):
             return  # possible; the last epoch checkpoint is the resume point
         done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
         loader = trainer.train_dataloader
-        if isinstance(loader, BatchLoader):
+        if hasattr(loader, "mark_consumed"):  # BatchLoader, stream.StreamLoader
             loader.mark_consumed(done)
         pl_module.saving_mid_epoch = True
         try:

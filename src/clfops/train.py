@@ -137,10 +137,15 @@ def train(
 
 
 def _load_data(cfg: DictConfig, resume: ResumePoint | None) -> tuple[Source, Splits]:
-    source = load_source(cfg.data.name, cfg.data.root, cfg.data.channels, _size(cfg.data.size))
+    if cfg.data.name == "stream":  # shards larger than memory (data/stream.py); sets data.mean/std if null
+        from clfops.data.stream import open_stream
+
+        source, splits = open_stream(cfg.data)
+    else:
+        source = load_source(cfg.data.name, cfg.data.root, cfg.data.channels, _size(cfg.data.size))
+        splits = make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit, cfg.data.test_limit)
     if resume is not None and source.sha256 != resume.data_sha256:
         raise CheckpointError(f"cannot resume: the data changed since the checkpoint (sha256 {source.sha256[:12]}…)")
-    splits = make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit, cfg.data.test_limit)
     return source, splits
 
 
@@ -182,9 +187,13 @@ def _fit(
     info = RunInfo(C.to_container(cfg), source.classes, source.sha256)
     callbacks = [info, *([stop] if stop is not None else []), *extra]
     trainer, ckpt = make_trainer(cfg, run_dir, precision, logger, callbacks, strategy)
-    # Each rank takes its share of every epoch (trainer.global_rank/world_size are known from the environment).
-    train_dl = train_loader(splits.train, cfg.data.batch_size, cfg.seed, trainer.global_rank, trainer.world_size)
-    val_dl = eval_loader(splits.val, cfg.data.eval_batch_size, trainer.global_rank, trainer.world_size)
+    if cfg.data.name == "stream":  # litdata loaders: they shard by DDP rank themselves
+        from clfops.data.stream import stream_loaders
+
+        train_dl, val_dl = stream_loaders(cfg.data, cfg.seed)
+    else:  # each rank takes its share of every epoch (global_rank/world_size come from the environment)
+        train_dl = train_loader(splits.train, cfg.data.batch_size, cfg.seed, trainer.global_rank, trainer.world_size)
+        val_dl = eval_loader(splits.val, cfg.data.eval_batch_size, trainer.global_rank, trainer.world_size)
     module = build_module(cfg, source, splits, steps_per_epoch=len(train_dl))
     if tracker is not None:
         _log_model_params(tracker, module, precision, splits)

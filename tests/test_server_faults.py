@@ -74,7 +74,8 @@ def private_pg() -> Iterator[PrivatePostgres]:
 def start_train(workdir: Path, url: str, name: str, *extra: str) -> subprocess.Popen[str]:
     """`clfops train` (tiny, one thread, a point per step) against `url`; output in workdir/NAME.log."""
     args = [*TINY, f"run.root={workdir / 'runs'}", f"run.name={name}", f"tracking.uri={url}"]
-    args += ["tracking.log_every_n_steps=1", "tracking.log_model=false", "trainer.num_threads=1", *extra]
+    args += ["tracking.log_every_n_steps=1", "tracking.log_model=false", "trainer.num_threads=1", "data.test_limit=500"]
+    args += extra
     with (workdir / f"{name}.log").open("w") as out:
         return subprocess.Popen([*CLFOPS, "train", *args], cwd=workdir, stdout=out, stderr=subprocess.STDOUT, text=True)
 

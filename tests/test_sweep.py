@@ -21,6 +21,7 @@ from conftest import pg_database, run_cli
 # One epoch, constant LR, batch 32: enough steps for val/acc to separate a good LR from a hopeless one.
 RECIPE = [
     "data.train_limit=600",
+    "data.test_limit=500",  # each trial scores the test set: 500 images, not 10k
     "data.batch_size=32",
     "data.eval_batch_size=500",
     "trainer.max_epochs=1",

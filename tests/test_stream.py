@@ -99,3 +99,26 @@ def test_pack_cli_errors_are_one_line(tmp_path: Path) -> None:
     bad_dest = run_cli("data", "pack", "fashion_mnist", "gs://bucket/x")
     assert bad_dest.returncode == 2 and bad_dest.stderr.count("\n") == 1, bad_dest.stderr
     assert "only a local folder or s3://bucket/prefix" in bad_dest.stderr
+
+
+def test_stream_resume_continues_exactly(tmp_path: Path, image_folder: Path, compose) -> None:
+    """1 epoch, then resume to 2 == 2 epochs straight: litdata's loader state travels in the checkpoint
+    (a constant LR, so the shorter first run trains exactly like the first epoch of the longer one)."""
+    from clfops import config as C
+    from clfops.recorder import read_metrics
+
+    dest = tmp_path / "shards"
+    pack(str(image_folder), str(dest), 0.2, 0, "1MB", S3Options.from_env(), None)
+    base = [*_overrides(str(dest)), "scheduler=none", "checkpoint.every_n_epochs=0"]
+    straight = train(compose(*base, "trainer.max_epochs=2", "run.name=straight", tiny=False))
+    first = train(compose(*base, "run.name=first", tiny=False))
+    more = [f"resume={first['run_dir']}", "trainer.max_epochs=2"]
+    resumed = train(C.compose("train", more), more)
+    assert resumed["run_id"] == first["run_id"] and resumed["epochs"] == straight["epochs"] == 2
+
+    def epochs(summary: dict) -> list[tuple]:
+        rows = read_metrics(Path(summary["run_dir"]) / "metrics.csv")
+        return [(r["epoch"], r["train/loss_epoch"], r["val/loss"]) for r in rows if "val/loss" in r]
+
+    assert len(epochs(straight)) == 2 and epochs(resumed) == epochs(straight)
+    assert resumed["test_acc"] == straight["test_acc"] and resumed["test_loss"] == straight["test_loss"]

@@ -186,10 +186,12 @@ def _fit(
     logger = RunLogger(run_dir, tracker, bool(cfg.logging.tensorboard), keep)
     info = RunInfo(C.to_container(cfg), source.classes, source.sha256)
     callbacks = [info, *([stop] if stop is not None else []), *extra]
-    trainer, ckpt = make_trainer(cfg, run_dir, precision, logger, callbacks, strategy)
     if cfg.data.name == "stream":  # litdata loaders: they shard by DDP rank themselves
-        from clfops.data.stream import stream_loaders
+        from clfops.data.stream import StreamEpoch, stream_loaders
 
+        callbacks.append(StreamEpoch())
+    trainer, ckpt = make_trainer(cfg, run_dir, precision, logger, callbacks, strategy)
+    if cfg.data.name == "stream":
         train_dl, val_dl = stream_loaders(cfg.data, cfg.seed)
     else:  # each rank takes its share of every epoch (global_rank/world_size come from the environment)
         train_dl = train_loader(splits.train, cfg.data.batch_size, cfg.seed, trainer.global_rank, trainer.world_size)

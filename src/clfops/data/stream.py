@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from litdata import StreamingDataLoader, StreamingDataset
 
@@ -360,6 +361,21 @@ class StreamLoader(StreamingDataLoader):
     def mark_consumed(self, batches: int) -> None:
         self._consumed = batches
 
+    def sync_epoch(self, epoch: int) -> None:
+        """Lightning's epoch (0-based) before the epoch's iteration: litdata counts epochs itself (its
+        __iter__ adds 1, then shuffles by that count), and Lightning restores a loader's state only for a
+        mid-epoch resume, so after an epoch-end resume litdata would start counting again and replay epoch 1."""
+        if not self.restore:
+            self.current_epoch = epoch
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        super().load_state_dict(obj)
+        # litdata reads "fewer samples yielded than the data set holds" as mid-epoch, but with drop_last an
+        # epoch-end checkpoint is exactly that (the ragged tail was never yielded): when every batch of the
+        # epoch was trained on, start the next epoch fresh, as the uninterrupted run does.
+        if self.restore and self._num_samples_yielded_streaming >= len(self) * self.batch_size:
+            self.restore = False
+
     def state_dict(self) -> dict[str, Any]:
         if self._consumed is None:
             return super().state_dict()
@@ -369,3 +385,12 @@ class StreamLoader(StreamingDataLoader):
             return super().state_dict()
         finally:
             self._num_samples_yielded_streaming = yielded
+
+
+class StreamEpoch(L.Callback):
+    """Gives the streaming train loader Lightning's epoch at each epoch start (see StreamLoader.sync_epoch)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        if isinstance(loader, StreamLoader):
+            loader.sync_epoch(trainer.current_epoch)

@@ -13,7 +13,7 @@ from conftest import run_cli
     [(g, c) for g, choices in C.group_choices().items() if g != "experiment" for c in choices],
 )
 def test_every_group_choice_composes(group: str, choice: str) -> None:
-    extra = ["data.root=/some/images"] if (group, choice) == ("data", "folder") else []
+    extra = ["data.root=/some/images"] if group == "data" and choice in ("folder", "stream") else []
     cfg = C.compose("train", [f"{group}={choice}", *extra])
     section = cfg[group]
     if group in ("data", "model", "optimizer", "scheduler"):

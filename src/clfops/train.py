@@ -42,6 +42,7 @@ from clfops.module import Classifier, ModuleSettings
 from clfops.progress import progress_callbacks, quiet_libraries
 from clfops.recorder import EpochStats, RunLogger
 from clfops.schedules import OptimizerSettings, SchedulerSettings, build_optimizer
+from clfops.timings import StageClock, process_age_seconds
 from clfops.tracking import STATUSES, Tracker, run_dir_lookup
 
 log = logging.getLogger("clfops")
@@ -58,6 +59,7 @@ def train(
     plus `overrides`; a change that breaks the run (other model or data) is refused before anything runs.
     """
     t_start = time.perf_counter()
+    startup_s = process_age_seconds()  # interpreter + imports + config, before this function
     quiet_libraries()
     overrides = list(overrides or [])
     resume = find_resume(cfg.resume, run_dir_lookup(cfg.tracking.uri)) if cfg.resume else None
@@ -94,16 +96,21 @@ def train(
             )
         splits = make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit, cfg.data.test_limit)
         data_s = time.perf_counter() - t0
+        clock = StageClock()
         tracker = _start_tracking(cfg, run_dir, source, overrides, resume, changed)
+        clock.lap("tracking_start")
         summary = _fit_and_test(cfg, run_dir, source, splits, tracker, precision, stop, resume, extra_callbacks or [])
         summary.update(data_seconds=round(data_s, 3), total_seconds=round(time.perf_counter() - t_start, 3))
+        clock.lap("fit_and_test")
         _write_pictures(cfg, run_dir, splits)
+        clock.lap("pictures")
         if tracker is not None and cfg.tracking.log_model:  # the safe pyfunc model (~0.5 s), + a version if asked
             from clfops.promote import log_run_model
 
             example = splits.test.x[:2].numpy()  # two real images: the model's input example
             torch_flavor, register_as = bool(cfg.tracking.log_torch_flavor), cfg.tracking.register_as
             summary.update(log_run_model(tracker, Path(summary["model_dir"]), example, torch_flavor, register_as))
+        summary["timings"] = _timings(summary, clock, startup_s)
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         if tracker is not None:
             _log_run_files(tracker, run_dir)
@@ -119,6 +126,22 @@ def train(
         summary["tracking_offline"] = True
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
+
+
+def _timings(summary: dict[str, Any], clock: StageClock, startup_s: float | None) -> dict[str, float | None]:
+    """Where the wall time went (seconds): what the speed issue asks to report, one number per stage."""
+    fit, val = summary["train_seconds"], summary.get("validation_seconds", 0.0)
+    return {
+        "startup": startup_s,
+        "data": summary["data_seconds"],
+        "tracking_start": clock.seconds["tracking_start"],
+        "train": round(fit - val, 3),
+        "validation": val,
+        "test": summary.get("test_seconds"),
+        "pictures": clock.seconds["pictures"],
+        "model_log": summary.get("model_log_seconds"),
+        "total_in_process": round(summary["total_seconds"] + clock.seconds["pictures"], 3),
+    }
 
 
 def _size(size: Any) -> tuple[int, int] | None:
@@ -195,6 +218,8 @@ def _fit_and_test(
     train_s = time.perf_counter() - t0
     if trainer.interrupted:
         raise RunInterrupted(stop.requested or signal.SIGINT)
+    val_s = next((c.validation_seconds for c in trainer.callbacks if isinstance(c, EpochStats)), 0.0)
+    t_test = time.perf_counter()
     best = ckpt.best_model_path or ckpt.last_model_path
     best_val = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
     if best:
@@ -204,6 +229,7 @@ def _fit_and_test(
     test = _test(cfg, run_dir, source, splits, module, manifest, tracker)
     logger.log_metrics(test, step=trainer.global_step)  # metrics.csv + MLflow + TensorBoard, like the rest
     logger.save()
+    test_s = time.perf_counter() - t_test  # best weights loaded, model files, test set + report
     return {
         "run_dir": str(run_dir),
         "run_id": tracker.run_id if tracker else None,
@@ -215,6 +241,8 @@ def _fit_and_test(
         "best_val_acc": best_val,
         "epochs": trainer.current_epoch,
         "train_seconds": round(train_s, 3),
+        "validation_seconds": round(val_s, 3),
+        "test_seconds": round(test_s, 3),
         "images": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
         "classes": list(source.classes),
         "data_sha256": source.sha256,

@@ -67,3 +67,22 @@ def test_ema_with_swa_is_refused_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     message = "clfops: error: trainer.ema and trainer.swa both average weights: enable only one of them"
     assert proc.stderr.strip().splitlines()[-1] == message
+
+
+def test_new_sqlite_store_from_template_is_a_normal_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from clfops.tracking import client
+
+    monkeypatch.setenv("CLFOPS_CACHE_DIR", str(tmp_path / "cache"))
+    for name in ("first", "second"):  # the first builds the template with MLflow, the second is a copy
+        work = tmp_path / name
+        work.mkdir()
+        monkeypatch.chdir(work)
+        c = client(f"sqlite:///{work / 'mlflow.db'}")  # MLflow caches stores by URI: one per dir
+        [default] = c.search_experiments()
+        # Default is created where the store is used, not where the template was built.
+        assert (default.experiment_id, default.name) == ("0", "Default")
+        assert Path(default.artifact_location.removeprefix("file://")).parent == work / "mlruns"
+        run = c.create_run(c.create_experiment("fm"))
+        c.log_metric(run.info.run_id, "val/acc", 0.5)
+        assert c.get_run(run.info.run_id).data.metrics == {"val/acc": 0.5}
+    assert [p.name for p in (tmp_path / "cache").glob("mlflow-*-empty-store.db")]

@@ -35,11 +35,14 @@ def run_reference(script: Path, seed: int) -> tuple[float, float]:
 def run_clfops(seed: int, overrides: list[str]) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         args = [f"seed={seed}", f"run.root={tmp}/runs", "run.name=race", f"tracking.uri=sqlite:///{tmp}/mlflow.db"]
-        cmd = [str(REPO / ".venv" / "bin" / "clfops"), "train", *args, "logging.progress=none", *overrides]
+        # This interpreter + `-m clfops.cli`: the clfops on sys.path (PYTHONPATH=worktree/src), not .venv/bin's.
+        cmd = [sys.executable, "-m", "clfops.cli", "train", *args, "logging.progress=none", *overrides]
         t0 = time.perf_counter()
         subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=tmp)
         wall = time.perf_counter() - t0
-        return json.loads((Path(tmp) / "runs" / "race" / "summary.json").read_text())["test_acc"], wall
+        summary = json.loads((Path(tmp) / "runs" / "race" / "summary.json").read_text())
+        print(f"  clfops timings (s): {summary.get('timings')}", flush=True)
+        return summary["test_acc"], wall
 
 
 def main() -> None:

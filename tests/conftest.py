@@ -25,6 +25,7 @@ S3_KEY, S3_SECRET = "clfopsaccess", "clfops-secret-key-0001"  # the seaweed fixt
 # A run small enough for a test (~5 s on 2 cores) that still exercises every stage of `clfops train`.
 TINY = [
     "data.train_limit=600",
+    "data.val_fraction=0.2",  # 480 train / 120 val: the tiny split tests count on (the default is 0.1)
     "data.test_limit=2000",  # scoring 10k test images (+ report) would dominate a tiny run
     "data.batch_size=64",
     "data.eval_batch_size=500",

@@ -50,7 +50,24 @@ def trainer_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[L.Callback],
     swa = cfg.trainer.swa
     if swa.enabled:
         callbacks.append(StochasticWeightAveraging(swa_lrs=swa.lr, swa_epoch_start=swa.epoch_start))
+    ema = ema_callback(cfg.trainer.ema, bool(swa.enabled))
+    if ema is not None:
+        callbacks.append(ema)
     return callbacks, best
+
+
+def ema_callback(ema: DictConfig, swa_enabled: bool) -> L.Callback | None:
+    """Lightning's EMAWeightAveraging from `trainer.ema`: validation, checkpoints (`state_dict`) and hence the
+    tested and logged model use the averaged weights; the raw ones ride along as `current_model_state`."""
+    if not ema.enabled:
+        return None
+    if swa_enabled:
+        raise ValueError("trainer.ema and trainer.swa both average weights: enable only one of them")
+    if not 0.0 < float(ema.decay) < 1.0:
+        raise ValueError(f"trainer.ema.decay={ema.decay}: must be in (0, 1), e.g. 0.999")
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    return EMAWeightAveraging(decay=float(ema.decay), update_starting_at_step=int(ema.start_step))
 
 
 class RunInterrupted(KeyboardInterrupt):

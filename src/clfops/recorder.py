@@ -117,8 +117,9 @@ class EpochStats(L.Callback):
     """Per epoch: `lr`, `epoch_seconds` (train + validation) and `throughput_img_s` (training only)."""
 
     def __init__(self) -> None:
-        self._t0 = self._t_train = 0.0
+        self._t0 = self._t_train = self._t_val = 0.0
         self._images = 0
+        self.validation_seconds = 0.0  # all validation passes of this fit (summary.json `timings`)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
@@ -131,8 +132,13 @@ class EpochStats(L.Callback):
         self._images += len(batch[1])
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t_val = time.perf_counter()
         if not trainer.sanity_checking and self._t_train == 0.0:
-            self._t_train = time.perf_counter() - self._t0
+            self._t_train = self._t_val - self._t0
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.validation_seconds += time.perf_counter() - self._t_val
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         total = time.perf_counter() - self._t0

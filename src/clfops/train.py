@@ -27,29 +27,29 @@ from omegaconf import DictConfig
 
 from clfops import config as C
 from clfops import runs
-from clfops.build import augment_config, build_module, make_strategy, make_trainer, normalisation
+from clfops.build import build_module, make_strategy, make_trainer
 from clfops.callbacks import GracefulStop, RunInfo, RunInterrupted
 from clfops.checkpoint import (
     CheckpointError,
     ResumePoint,
-    atomic_write_bytes,
     atomic_write_text,
     check_compatible,
     find_resume,
 )
 from clfops.data import Source
-from clfops.data.augment import Augment
 from clfops.data.loader import Splits, eval_loader, make_splits, train_loader
 from clfops.data.sources import load_source
 from clfops.distributed import Rank, WatchedDDPStrategy, process_rank
 from clfops.errors import RunFailed
-from clfops.export import Manifest, save_model
+from clfops.export import save_model
 from clfops.hardware import configure_threads, resolve_precision
 from clfops.models import count_params
 from clfops.module import Classifier
+from clfops.outputs import log_run_files, manifest_for, test_best, timings, write_pictures
 from clfops.progress import quiet_libraries
-from clfops.recorder import RunLogger
+from clfops.recorder import EpochStats, RunLogger
 from clfops.schedules import build_optimizer
+from clfops.timings import StageClock, process_age_seconds
 from clfops.tracking import STATUSES, Tracker, run_dir_lookup
 
 log = logging.getLogger("clfops")
@@ -67,6 +67,7 @@ def train(
     A different number of processes is allowed (a DDP checkpoint resumes in one process and the reverse).
     """
     t_start = time.perf_counter()
+    startup_s = process_age_seconds()  # interpreter + imports + config, before this function
     quiet_libraries()
     overrides = list(overrides or [])
     resume = find_resume(cfg.resume, run_dir_lookup(cfg.tracking.uri)) if cfg.resume else None
@@ -102,20 +103,25 @@ def train(
         t0 = time.perf_counter()
         source, splits = _load_data(cfg, resume)
         data_s = time.perf_counter() - t0
+        clock = StageClock()
         tracker = _start_tracking(cfg, run_dir, source, overrides, resume, changed)
+        clock.lap("tracking_start")
         fitted = _fit(cfg, run_dir, source, splits, tracker, precision, stop, resume, extra_callbacks or [], strategy)
         summary = _test_and_save(cfg, run_dir, source, splits, tracker, *fitted)
         summary.update(data_seconds=round(data_s, 3), total_seconds=round(time.perf_counter() - t_start, 3))
-        _write_pictures(cfg, run_dir, splits)
+        clock.lap("fit_and_test")
+        write_pictures(cfg, run_dir, splits)
+        clock.lap("pictures")
         if tracker is not None and cfg.tracking.log_model:  # the safe pyfunc model (~0.5 s), + a version if asked
             from clfops.promote import log_run_model
 
             example = splits.test.x[:2].numpy()  # two real images: the model's input example
             torch_flavor, register_as = bool(cfg.tracking.log_torch_flavor), cfg.tracking.register_as
             summary.update(log_run_model(tracker, Path(summary["model_dir"]), example, torch_flavor, register_as))
+        summary["timings"] = timings(summary, clock, startup_s)
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         if tracker is not None:
-            _log_run_files(tracker, run_dir)
+            log_run_files(tracker, run_dir)
     except BaseException as err:
         failure = strategy.rank_failure() if isinstance(strategy, WatchedDDPStrategy) else None
         # Another rank died: name it, not the collective's "connection closed" that rank 0 saw as a result.
@@ -233,15 +239,18 @@ def _test_and_save(
     train_s: float,
 ) -> dict[str, Any]:
     """The best weights: model files, the test report and `test/*` metrics; returns the summary."""
+    val_s = next((c.validation_seconds for c in trainer.callbacks if isinstance(c, EpochStats)), 0.0)
+    t_test = time.perf_counter()
     best = ckpt.best_model_path or ckpt.last_model_path
     best_val = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
     if best:
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
-    manifest = _manifest(cfg, source, module, tracker)
+    manifest = manifest_for(cfg, source, module, tracker)
     model_dir = save_model(run_dir / "model", module.net, manifest)
-    test = _test(cfg, run_dir, source, splits, module, manifest, tracker)
+    test = test_best(cfg, run_dir, source, splits, module, manifest, tracker)
     logger.log_metrics(test, step=trainer.global_step)  # metrics.csv + MLflow + TensorBoard, like the rest
     logger.save()
+    test_s = time.perf_counter() - t_test  # best weights loaded, model files, test set + report
     return {
         "run_dir": str(run_dir),
         "run_id": tracker.run_id if tracker else None,
@@ -254,58 +263,14 @@ def _test_and_save(
         "epochs": trainer.current_epoch,
         "processes": trainer.world_size,
         "train_seconds": round(train_s, 3),
+        "validation_seconds": round(val_s, 3),
+        "test_seconds": round(test_s, 3),
         "images": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
         "classes": list(source.classes),
         "data_sha256": source.sha256,
         "best_checkpoint": best,
         "model_dir": str(model_dir),
     }
-
-
-def _test(
-    cfg: DictConfig,
-    run_dir: Path,
-    source: Source,
-    splits: Splits,
-    module: Classifier,
-    manifest: Manifest,
-    tracker: Tracker | None,
-) -> dict[str, float]:
-    """The best weights on the test set, through `clfops evaluate`'s own code: report files in RUN_DIR/eval,
-    and `test/*` (the same names as val/*) plus `eval/*` (top-k, log-loss, ECE, per-class F1) metrics."""
-    from clfops.evaluate import Provenance, evaluate_net
-
-    provenance = Provenance(
-        source=f"run dir {run_dir}",
-        model=cfg.model.name,
-        data=f"{source.name} test",
-        data_sha256=source.sha256,
-        run_id=tracker.run_id if tracker else None,
-        tracking_uri=tracker.uri if tracker else None,
-        manifest=manifest,
-        config_yaml=C.to_yaml(cfg),
-    )
-    result = evaluate_net(module.net, manifest, splits.test, run_dir / "eval", provenance, cfg.data.eval_batch_size)
-    report = result.report
-    test = {"test/acc": report["accuracy"], "test/loss": report["log_loss"]}
-    test |= {f"test/{m}": report["macro_avg"][m] for m in ("precision", "recall", "f1")}
-    if tracker is not None:
-        tracker.log_artifacts(run_dir / "eval", "eval")
-    return test | result.metrics
-
-
-def _manifest(cfg: DictConfig, source: Source, module: Classifier, tracker: Tracker | None) -> Manifest:
-    return Manifest(
-        model=cfg.model.name,
-        model_args=C.to_container(cfg.model.args),
-        classes=list(source.classes),
-        in_channels=source.channels,
-        image_size=list(source.size),
-        mean=list(module.settings.mean),
-        std=list(module.settings.std),
-        data_sha256=source.sha256,
-        run_id=tracker.run_id if tracker else "",
-    )
 
 
 def _start_tracking(
@@ -339,34 +304,6 @@ def _start_tracking(
     tracker.log_params(params)
     log.info(f"MLflow run {tracker.run_id} in experiment {experiment!r} at {tracker.uri}")
     return tracker
-
-
-def _write_pictures(cfg: DictConfig, run_dir: Path, splits: Splits) -> None:
-    """learning_curves.png always; augment_preview.png when the run augments (what the model saw)."""
-    from clfops.data.augment import preview_grid
-    from clfops.recorder import read_metrics
-    from clfops.report.plots import learning_curves_png
-
-    atomic_write_bytes(run_dir / "learning_curves.png", learning_curves_png(read_metrics(run_dir / "metrics.csv")))
-    augment = Augment(augment_config(cfg.augment))
-    if augment.enabled:
-        gen = torch.Generator().manual_seed(int(cfg.seed))
-        mean, std = normalisation(cfg, splits)
-        preview_grid(splits.train.x[:16], augment, gen, 16, run_dir / "augment_preview.png", mean, std)
-
-
-def _log_run_files(tracker: Tracker, run_dir: Path) -> None:
-    for name in (
-        "config.yaml",
-        "overrides.yaml",
-        "metrics.csv",
-        "summary.json",
-        "model_summary.txt",
-        "learning_curves.png",
-        "augment_preview.png",
-        "train.log",
-    ):
-        tracker.log_artifact(run_dir / name)
 
 
 def _end_tracking(tracker: Tracker | None, run_dir: Path, err: BaseException | None) -> None:

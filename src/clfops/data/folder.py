@@ -15,21 +15,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import struct
-import tempfile
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from clfops.data import DataError, Source, Split
+from clfops.data.cache import read_cached, write_cached
 from clfops.data.hashing import tensor_sha256
 
 logger = logging.getLogger(__name__)
@@ -38,7 +34,6 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 DEFAULT_TEST_FRACTION = 0.2
 CACHE_DIR_NAME = ".clfops-cache"
 _CACHE_VERSION = 1  # bump when decoding changes, so stale caches are not reused
-_CACHE_KEYS = ("train_x", "train_y", "test_x", "test_y")
 _GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N"})
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 _ALPHA_MODES = frozenset({"LA", "RGBA", "P", "PA"})  # P may carry a transparent palette index
@@ -226,51 +221,6 @@ def _cache_stem(
     return prefix, f"{prefix}-{content.hexdigest()[:32]}"
 
 
-def _read_cache(cache_dir: Path, stem: str, name: str) -> Source | None:
-    tensors_path, meta_path = cache_dir / f"{stem}.safetensors", cache_dir / f"{stem}.json"
-    if not (tensors_path.is_file() and meta_path.is_file()):
-        return None
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        tensors = load_file(str(tensors_path))
-        train_x, train_y, test_x, test_y = (tensors[key] for key in _CACHE_KEYS)
-        train, test = Split(x=train_x, y=train_y), Split(x=test_x, y=test_y)
-        return Source(name=name, train=train, test=test, classes=list(meta["classes"]), sha256=meta["sha256"])
-    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
-        # A damaged cache is only a lost speed-up: decode again and overwrite it.
-        logger.warning("ignoring unreadable cache %s: %s", tensors_path, exc)
-        return None
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via a temp file in the same folder + os.replace, so readers never see half a file."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_cache(cache_dir: Path, prefix: str, stem: str, source: Source) -> None:
-    values = (source.train.x, source.train.y, source.test.x, source.test.y)
-    tensors = dict(zip(_CACHE_KEYS, values, strict=True))
-    meta = {"version": _CACHE_VERSION, "classes": source.classes, "sha256": source.sha256}
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        # Tensors first, JSON last: a cache entry counts only when both exist.
-        _atomic_write(cache_dir / f"{stem}.safetensors", lambda tmp: save_file(tensors, str(tmp)))
-        _atomic_write(cache_dir / f"{stem}.json", lambda tmp: tmp.write_text(json.dumps(meta), encoding="utf-8"))
-        # Entries for the same root and parameters but older file states are dead weight.
-        for old in cache_dir.glob(f"{prefix}-*"):
-            if old.stem != stem and old.suffix in (".safetensors", ".json"):
-                old.unlink(missing_ok=True)
-    except OSError as exc:  # read-only data set folder, full disk: still usable, just not cached
-        logger.warning("cannot write image cache in %s: %s", cache_dir, exc)
-
-
 def _check_params(channels: int | None, size: tuple[int, int] | None, test_fraction: float) -> None:
     if channels not in (None, 1, 3):
         raise DataError(f"channels must be 1, 3 or None, got {channels}")
@@ -303,11 +253,11 @@ def read_folder(
     classes, entries = scan_folder(root, test_fraction, skip=cache)
     prefix, stem = _cache_stem(root, entries, channels, size, test_fraction)
     label = name if name is not None else root.resolve().name
-    cached = _read_cache(cache, stem, label)
+    cached = read_cached(cache, stem, label)
     if cached is not None:
         return FolderLoad(source=cached, cache_hit=True)
     source = _decode_all(entries, classes, channels, size, label)
-    _write_cache(cache, prefix, stem, source)
+    write_cached(cache, stem, source, stale_prefix=prefix)
     return FolderLoad(source=source, cache_hit=False)
 
 

@@ -7,6 +7,7 @@ dimensions, then one big-endian uint32 per dimension, then the data in C order, 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import zlib
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from clfops.data import DataError, Source, Split
+from clfops.data.cache import read_cached, write_cached
 from clfops.data.hashing import tensor_sha256
 
 FASHION_MNIST_CLASSES = [
@@ -41,6 +43,7 @@ _IDX_DTYPES: dict[int, str] = {
     0x0E: ">f8",
 }
 _HEADER_BYTES = 4
+_CACHE_VERSION = 1  # bump when decoding changes, so stale cache entries are not reused
 # The four files of the official split; each may be stored gzipped (as distributed) or raw.
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -110,9 +113,7 @@ def idx_files_present(root: Path) -> bool:
     return all((root / f"{stem}.gz").is_file() or (root / stem).is_file() for stem in IDX_FILES.values())
 
 
-def _read_split(root: Path, images_stem: str, labels_stem: str, num_classes: int) -> Split:
-    images_path = find_idx_file(root, images_stem)
-    labels_path = find_idx_file(root, labels_stem)
+def _read_split(images_path: Path, labels_path: Path, num_classes: int) -> Split:
     images = read_idx(images_path)
     labels = read_idx(labels_path)
     if images.dtype != torch.uint8 or images.dim() != 3:
@@ -129,20 +130,44 @@ def _read_split(root: Path, images_stem: str, labels_stem: str, num_classes: int
     return Split(x=images.unsqueeze(1).contiguous(), y=labels)
 
 
-def load_idx_dataset(name: str, root: Path, classes: list[str]) -> Source:
-    """Read the four IDX files of an MNIST-style data set from `root`; images come back (N, 1, H, W)."""
+def load_idx_dataset(name: str, root: Path, classes: list[str], cache_dir: Path | None = None) -> Source:
+    """Read the four IDX files of an MNIST-style data set from `root`; images come back (N, 1, H, W).
+
+    With `cache_dir`, the decoded tensors are cached there under the sha256 of the four files' bytes:
+    hashing the 30 MB of gz files (~0.06 s) replaces gunzip + parse + tensor hash (~0.7 s on 2 cores)."""
     root = Path(root)
-    train = _read_split(root, IDX_FILES["train_images"], IDX_FILES["train_labels"], len(classes))
-    test = _read_split(root, IDX_FILES["test_images"], IDX_FILES["test_labels"], len(classes))
+    stems = [IDX_FILES[key] for key in ("train_images", "train_labels", "test_images", "test_labels")]
+    paths = [find_idx_file(root, stem) for stem in stems]
+    stem = None
+    if cache_dir is not None:
+        stem = f"idx-{name}-{_files_sha256(paths)[:32]}"
+        cached = read_cached(Path(cache_dir), stem, name)
+        if cached is not None and cached.classes == list(classes):
+            return cached
+    train = _read_split(paths[0], paths[1], len(classes))
+    test = _read_split(paths[2], paths[3], len(classes))
     if train.x.shape[1:] != test.x.shape[1:]:
         raise DataError(f"{root}: train images are {tuple(train.x.shape[2:])}, test {tuple(test.x.shape[2:])}")
     digest = tensor_sha256(train.x, train.y, test.x, test.y)
-    return Source(name=name, train=train, test=test, classes=list(classes), sha256=digest)
+    source = Source(name=name, train=train, test=test, classes=list(classes), sha256=digest)
+    if stem is not None:
+        write_cached(Path(cache_dir), stem, source)
+    return source
 
 
-def load_fashion_mnist(root: Path) -> Source:
-    return load_idx_dataset("fashion_mnist", root, FASHION_MNIST_CLASSES)
+def _files_sha256(paths: list[Path]) -> str:
+    digest = hashlib.sha256(f"idx-cache-v{_CACHE_VERSION}".encode())
+    for path in paths:
+        try:
+            digest.update(path.read_bytes())
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return digest.hexdigest()
 
 
-def load_mnist(root: Path) -> Source:
-    return load_idx_dataset("mnist", root, MNIST_CLASSES)
+def load_fashion_mnist(root: Path, cache_dir: Path | None = None) -> Source:
+    return load_idx_dataset("fashion_mnist", root, FASHION_MNIST_CLASSES, cache_dir)
+
+
+def load_mnist(root: Path, cache_dir: Path | None = None) -> Source:
+    return load_idx_dataset("mnist", root, MNIST_CLASSES, cache_dir)

@@ -80,6 +80,9 @@ def client(uri: str | None = None, timeout_s: float = 10.0):  # -> MlflowClient
     from mlflow.tracking import MlflowClient
 
     with _store_lock(uri):
+        from clfops.tracking.sqlite_template import seed_sqlite_store
+
+        seed_sqlite_store(uri)  # a new SQLite store: a copy of a migrated template, not ~3 s of migrations
         c = MlflowClient(tracking_uri=uri)
         c.search_experiments(max_results=1)  # forces store creation + migration while we hold the lock
     return c

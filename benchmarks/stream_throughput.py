@@ -25,8 +25,9 @@ import torch.nn.functional as F
 
 from clfops import config as C
 from clfops.data.loader import make_splits, train_loader
+from clfops.data.pack import pack
 from clfops.data.sources import load_source
-from clfops.data.stream import S3Options, pack, stream_loaders
+from clfops.data.stream import S3Options, stream_loaders
 from clfops.hardware import configure_threads, cpu_description
 from clfops.models import create_model
 

@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from clfops.data import DataError
-from clfops.data.stream import S3Options, pack
+from clfops.data.pack import pack
+from clfops.data.stream import S3Options
 from clfops.train import train
 from conftest import run_cli
 

@@ -29,10 +29,11 @@ def pack(
     src: str, dest: str, name: str | None, val_fraction: float | None, seed: int | None, chunk_bytes: str | None
 ) -> None:
     from clfops.config import compose
-    from clfops.data.stream import S3Options, pack
+    from clfops.data.pack import pack as pack_shards
+    from clfops.data.stream import S3Options
 
     defaults = compose("train", ["data=stream", "data.root=unused"])  # only for the defaults it holds
-    index = pack(
+    index = pack_shards(
         src,
         dest,
         val_fraction=defaults.data.val_fraction if val_fraction is None else val_fraction,

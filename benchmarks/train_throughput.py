@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/train_throughput.py [--images 24000] [--epochs 1] [--precision auto]
 
-Both train the same registered model on the same in-memory uint8 tensors, batch 256, AdamW + OneCycle,
-channels_last; the plain loop does exactly the work a careful hand-written script does per batch
-(gather, float, normalise, forward, loss, backward, step). Prints img/s of each and the ratio (target >= 0.95).
+Both train the default recipe's model on the same in-memory uint8 tensors, its batch size, AdamW + OneCycle,
+channels_last, and the default recipe's random horizontal flips; the plain loop does exactly the work a careful
+hand-written script does per batch (gather, float, flip, normalise, forward, loss, backward, step).
+Prints img/s of each and the ratio (target >= 0.95).
 Order alternates (plain, clfops, plain, clfops) to spread machine noise.
 """
 
@@ -27,16 +28,21 @@ def plain(x: torch.Tensor, y: torch.Tensor, epochs: int, bs: int, precision: str
     torch.manual_seed(0)
     net = create_model(cfg.model.name, 1, 10, (28, 28), C.to_container(cfg.model.args))
     net = net.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(net.parameters(), lr=4e-3, weight_decay=5e-4)
+    lr = float(cfg.optimizer.lr)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=float(cfg.optimizer.weight_decay))
     steps = epochs * (len(y) // bs)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 4e-3, total_steps=steps, pct_start=0.25)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.25)
     bf16 = precision.startswith("bf16")
+    flip_p = float(cfg.augment.flip_p)
     t0 = time.perf_counter()
     for _ in range(epochs):
         perm = torch.randperm(len(y))
         for k in range(len(y) // bs):
             j = perm[k * bs : (k + 1) * bs]
-            xb = ((x[j].float() / 255 - 0.286) / 0.353).contiguous(memory_format=torch.channels_last)
+            xb = x[j].float()
+            if flip_p > 0:  # per image, as the recipe (one where: no Python loop)
+                xb = torch.where((torch.rand(len(j)) < flip_p)[:, None, None, None], xb.flip(3), xb)
+            xb = ((xb / 255 - 0.286) / 0.353).contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = F.cross_entropy(net(xb), y[j], label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)
@@ -83,7 +89,7 @@ def main() -> None:
     splits = make_splits(source, 0.01, 0, a.images)
     rates: dict[str, list[float]] = {"plain": [], "clfops": []}
     for _ in range(a.rounds):
-        rates["plain"].append(plain(splits.train.x, splits.train.y, a.epochs, 256, precision, cfg))
+        rates["plain"].append(plain(splits.train.x, splits.train.y, a.epochs, cfg.data.batch_size, precision, cfg))
         rates["clfops"].append(clfops_fit(cfg))
     p, c = max(rates["plain"]), max(rates["clfops"])
     print(f"cpu: {cpu_description()}, threads {threads}, precision {precision}")

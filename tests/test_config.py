@@ -29,7 +29,10 @@ def test_every_experiment_composes(experiment: str) -> None:
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("model=nosuch", "model=nosuch: no such choice; valid model choices: air_cnn, cnn, fast_cnn, mlp, resnet18"),
+        (
+            "model=nosuch",
+            "model=nosuch: no such choice; valid model choices: air_cnn, cnn, fast_cnn, mlp, quick_cnn, resnet18",
+        ),
         ("optimizer.lr=fast", "optimizer.lr: expected a number, got 'fast'"),
         ("trainer.max_epochs=2.5", "trainer.max_epochs: expected an integer"),
         ("nosuch.key=1", "nosuch.key: unknown config key"),
@@ -61,5 +64,26 @@ def test_cfg_job_prints_resolved_config() -> None:
 
 def test_flatten_gives_dotted_param_names() -> None:
     flat = C.flatten(C.compose("train", []))
-    assert flat["optimizer.lr"] == 0.004 and flat["model.name"] == "fast_cnn"
+    assert flat["optimizer.lr"] == 0.003 and flat["model.name"] == "quick_cnn"
     assert flat["trainer.early_stopping.patience"] == 5
+
+
+def test_default_recipe_flips_but_mnist_does_not() -> None:
+    """Fashion-MNIST's default trains and tests with flips; a mirrored digit is another glyph, so data=mnist
+    switches to augment=none unless the command line asks for flips."""
+    default = C.compose("train", [])
+    assert default.augment.flip_p == 0.5 and default.augment.test_flip is True
+    mnist = C.compose("train", ["data=mnist"])
+    assert mnist.data.name == "mnist" and mnist.augment.flip_p == 0.0 and mnist.augment.test_flip is False
+    asked = C.compose("train", ["data=mnist", "augment=flip"])
+    assert asked.augment.flip_p == 0.5 and asked.augment.test_flip is True
+    assert C.compose("train", ["+experiment=mnist_cnn"]).augment.flip_p == 0.0
+
+
+def test_test_flip_without_flip_training_is_refused_in_one_line() -> None:
+    proc = run_cli("train", "augment=none", "augment.test_flip=true")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "clfops: error: augment.test_flip=true needs augment.flip_p > 0: a model never trained on mirrored "
+        "images loses 4-5 % accuracy on them; set augment.flip_p=0.5 or augment.test_flip=false"
+    ]

@@ -94,7 +94,10 @@ def test_lightning_launcher_one_run_synced_val_and_resume_in_one_process(tmp_pat
     val = make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit).val
     net, manifest = load_model(Path(summary["model_dir"]))
     with torch.no_grad():
-        logits = net(preprocess(val.x, manifest))
+        x = preprocess(val.x, manifest)
+        logits = net(x)
+        if manifest.test_flip:  # the default recipe validates with test-time flip
+            logits = (logits + net(torch.flip(x, dims=[3]))) / 2
     client = MlflowClient(store)
     (logged_acc,) = [m.value for m in client.get_metric_history(run.info.run_id, "val/acc")]
     (logged_loss,) = [m.value for m in client.get_metric_history(run.info.run_id, "val/loss")]

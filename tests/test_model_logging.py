@@ -56,10 +56,17 @@ def shared_run(factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def reference_predictions(model_dir: str, images: np.ndarray) -> np.ndarray:
-    """Class indices from the in-memory net (safetensors + manifest), the ground truth for every path."""
+    """Class indices from the in-memory net (safetensors + manifest), the ground truth for every path.
+
+    Written out here, not through clfops' own helper: a model trained with augment.test_flip (the default
+    recipe) answers with the mean logits of each image and its mirror image."""
     net, manifest = load_model(Path(model_dir))
     with torch.inference_mode():
-        return net(preprocess(torch.from_numpy(images), manifest)).argmax(1).numpy()
+        x = preprocess(torch.from_numpy(images), manifest)
+        logits = net(x)
+        if manifest.test_flip:
+            logits = (logits + net(torch.flip(x, dims=[3]))) / 2
+        return logits.argmax(1).numpy()
 
 
 def sample_images(count: int) -> np.ndarray:

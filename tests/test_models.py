@@ -13,7 +13,7 @@ from clfops.models import (
     register_model,
 )
 
-EXPECTED = {"mlp", "cnn", "resnet18", "fast_cnn", "air_cnn"}
+EXPECTED = {"mlp", "cnn", "resnet18", "fast_cnn", "quick_cnn", "air_cnn"}
 
 
 def test_registry_lists_all_models() -> None:
@@ -55,6 +55,7 @@ def test_forward_backward(name: str, shape: tuple[int, int, int]) -> None:
         ("cnn", 1_190_000, 1_210_000),
         ("resnet18", 11_150_000, 11_200_000),
         ("fast_cnn", 415_000, 425_000),
+        ("quick_cnn", 455_000, 462_000),
         ("air_cnn", 250_000, 320_000),
     ],
 )
@@ -66,6 +67,7 @@ def test_param_counts(name: str, lo: int, hi: int) -> None:
 def test_exact_reference_counts() -> None:
     assert count_params(create_model("cnn", 1, 10, (28, 28), {})) == 1_199_882
     assert count_params(create_model("fast_cnn", 1, 10, (28, 28), {})) == 421_738
+    assert count_params(create_model("quick_cnn", 1, 10, (28, 28), {})) == 458_730
     assert count_params(create_model("mlp", 1, 10, (28, 28), {})) == 669_706
 
 

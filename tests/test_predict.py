@@ -53,6 +53,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_folder_and_idx_predictions_match_the_in_memory_net(run: dict[str, Any], inputs: dict[str, Any]) -> None:
     net, manifest = load_model(Path(run["model_dir"]))
+    assert manifest.test_flip  # the default recipe: predictions average each image with its mirror image
     idx = inputs["root"] / "extra-images-idx3-ubyte.gz"
     pred = predict_sources(net, manifest, [str(inputs["folder"]), str(idx)], batch_size=7)
     assert len(pred.names) == N_PNG + 40 and not pred.failed

@@ -147,7 +147,7 @@ def test_best_last_and_every_n_checkpoints(finished_run: dict) -> None:
     best_epoch = max(rows, key=lambda r: float(r["val/acc"]))["epoch"]
     best = load_checkpoint(ckdir / "best.ckpt")
     assert str(best["epoch"]) == best_epoch
-    assert best["clfops"]["classes"][0] == "T-shirt/top" and best["clfops"]["config"]["model"]["name"] == "fast_cnn"
+    assert best["clfops"]["classes"][0] == "T-shirt/top" and best["clfops"]["config"]["model"]["name"] == "quick_cnn"
 
 
 def test_corrupt_checkpoint_is_a_clear_error_and_nothing_is_overwritten(finished_run: dict, tmp_path: Path) -> None:

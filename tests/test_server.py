@@ -158,7 +158,7 @@ def assert_run_complete(client: MlflowClient, run_id: str, run_dir: Path) -> Non
     assert local and "train/loss" in local and "val/acc" in local
     stored = {key: len(client.get_metric_history(run_id, key)) for key in local}
     assert stored == local
-    assert run.data.params["model.name"] == "fast_cnn" and "optimizer.lr" in run.data.params
+    assert run.data.params["model.name"] == "quick_cnn" and "optimizer.lr" in run.data.params
 
 
 def _train_against(compose, url: str, name: str, log_model: bool = False) -> tuple[dict[str, Any], MlflowClient]:

@@ -154,7 +154,7 @@ def test_eight_concurrent_runs_store_every_point(
     experiment = client.get_experiment_by_name("concurrent")  # created once, by 8 racing processes
     found = client.search_runs([experiment.experiment_id], max_results=100)
     assert {r.info.run_id: r.info.status for r in found} == dict.fromkeys(run_dirs, "FINISHED")
-    assert all(r.data.params["model.name"] == "fast_cnn" for r in found)
+    assert all(r.data.params["model.name"] == "quick_cnn" for r in found)
 
 
 def test_database_restart_mid_run(tmp_path: Path, private_pg: PrivatePostgres, pg_server: tuple[Server, str]) -> None:

@@ -45,7 +45,7 @@ def test_ema_weights_are_validated_tested_and_logged(compose) -> None:
     summary = train(cfg)
     ckpt = torch.load(Path(summary["run_dir"]) / "checkpoints" / "best.ckpt", weights_only=True)
     ema, raw = ckpt["state_dict"], ckpt["current_model_state"]  # Lightning keeps the raw weights aside
-    key = "net.classifier.5.weight"  # fast_cnn's last linear layer
+    key = "net.classifier.5.weight"  # quick_cnn's last linear layer
     assert not torch.equal(ema[key], raw[key])  # the average differs from the last step's weights
     logged = load_file(str(Path(summary["model_dir"]) / "model.safetensors"))
     assert torch.equal(logged[key.removeprefix("net.")], ema[key])  # the tested/logged model is the EMA

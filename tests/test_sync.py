@@ -43,7 +43,7 @@ def test_sync_uploads_an_offline_run_once(compose, tmp_path: Path) -> None:
     run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
     assert f"new run {run_id}" in first.stdout
     run = MlflowClient(store).get_run(run_id)
-    assert run.info.status == "FINISHED" and run.data.params["model.name"] == "fast_cnn"
+    assert run.info.status == "FINISHED" and run.data.params["model.name"] == "quick_cnn"
     assert_complete(store, run_id, run_dir)
     assert "metrics.csv" in {a.path for a in MlflowClient(store).list_artifacts(run_id)}
     again = run_cli("sync", str(run_dir), "--uri", store)

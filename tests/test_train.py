@@ -34,7 +34,7 @@ def test_train_writes_run_dir_and_summary(compose, store: str) -> None:
 
     run = MlflowClient(store).get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
-    assert run.data.params["optimizer.lr"] == "0.004" and run.data.params["model.name"] == "fast_cnn"
+    assert run.data.params["optimizer.lr"] == "0.003" and run.data.params["model.name"] == "quick_cnn"
     assert run.data.params["data.sha256"] == summary["data_sha256"]
     assert abs(run.data.metrics["test/acc"] - summary["test_acc"]) < 1e-9
     history = MlflowClient(store).get_metric_history(summary["run_id"], "val/acc")
@@ -91,7 +91,7 @@ def test_step_schedule_decays_per_epoch(compose) -> None:
 def test_cosine_with_warmup_rises_then_falls(compose) -> None:
     summary = train(compose("scheduler=cosine", "scheduler.warmup_epochs=1", "trainer.max_epochs=3"))
     lr = lrs(summary["run_dir"])
-    assert lr[0] == pytest.approx(0.004) and lr[1] < lr[0] and lr[2] < lr[1]  # warm after epoch 1, then down
+    assert lr[0] == pytest.approx(0.003) and lr[1] < lr[0] and lr[2] < lr[1]  # warm after epoch 1, then down
 
 
 def test_early_stopping_stops_before_max_epochs(compose) -> None:

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from clfops import config as C
-from clfops.callbacks import AtomicCheckpointIO, trainer_callbacks
+from clfops.callbacks import AtomicCheckpointIO, ema_callback, trainer_callbacks
 from clfops.data import Source
 from clfops.data.augment import Augment, AugmentConfig
 from clfops.data.loader import Splits
@@ -43,6 +43,7 @@ def build_module(cfg: DictConfig, source: Source, splits: Splits, steps_per_epoc
         cfg.model.name, source.channels, len(source.classes), source.size, C.to_container(cfg.model.args)
     )
     mean, std = normalisation(cfg, splits)
+    augment = augment_config(cfg.augment)
     opt = C.to_container(cfg.optimizer)
     sched = C.to_container(cfg.scheduler)
     settings = ModuleSettings(
@@ -56,8 +57,9 @@ def build_module(cfg: DictConfig, source: Source, splits: Splits, steps_per_epoc
         seed=int(cfg.seed),
         classes=list(source.classes),
         steps_per_epoch=steps_per_epoch,
+        test_flip=augment.test_flip,
     )
-    return Classifier(net, settings, Augment(augment_config(cfg.augment)))
+    return Classifier(net, settings, Augment(augment))
 
 
 def make_trainer(
@@ -92,6 +94,12 @@ def make_trainer(
         default_root_dir=str(run_dir),
     )
     return trainer, ckpt
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Settings that contradict each other are refused before a run dir or an MLflow run exists (one line)."""
+    augment_config(cfg.augment)  # ranges, and test_flip without flip training
+    ema_callback(cfg.trainer.ema, bool(cfg.trainer.swa.enabled))  # EMA and SWA together
 
 
 def augment_config(aug: DictConfig) -> AugmentConfig:

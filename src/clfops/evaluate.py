@@ -21,6 +21,7 @@ from torch import nn
 
 from clfops.data import Split
 from clfops.export import Manifest
+from clfops.models import tta_logits
 from clfops.report import EvaluateError
 from clfops.report.inputs import EvalData, ModelSource, load_eval_data
 from clfops.report.metrics import eval_metrics, prediction_arrays, report_from_arrays
@@ -99,7 +100,9 @@ def predict_logits(net: nn.Module, manifest: Manifest, images: torch.Tensor, bat
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
             x = images[i : i + batch_size].float().mul_(scale).add_(shift)
-            out[i : i + batch_size] = net(x.contiguous(memory_format=torch.channels_last))
+            out[i : i + batch_size] = tta_logits(
+                net, x.contiguous(memory_format=torch.channels_last), manifest.test_flip
+            )
     return out
 
 

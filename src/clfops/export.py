@@ -41,6 +41,7 @@ class Manifest:
     clfops_version: str = __version__
     data_sha256: str = ""
     run_id: str = ""
+    test_flip: bool = False  # predictions average each image's logits with its mirror image's (augment.test_flip)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

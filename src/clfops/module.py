@@ -25,6 +25,7 @@ from torchmetrics.classification import (
 
 from clfops.data.augment import Augment
 from clfops.errors import RunFailed
+from clfops.models import tta_logits
 from clfops.schedules import OptimizerSettings, SchedulerSettings, build_optimizer, build_scheduler
 
 
@@ -46,6 +47,7 @@ class ModuleSettings:
     # Optimizer steps per epoch, for per-step schedules. Given, not read from trainer.estimated_stepping_batches:
     # that sets the train loader up before a checkpoint's loader position is restored (mid-epoch resume).
     steps_per_epoch: int = 1
+    test_flip: bool = False  # validation scores each image as the mean of it and its mirror (augment.test_flip)
 
 
 def stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -120,7 +122,7 @@ class Classifier(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         # The test set is scored after fit by clfops.evaluate (the same code as `clfops evaluate`).
         x, y = batch
-        logits = self.net(self.prepare(x, train=False))
+        logits = tta_logits(self.net, self.prepare(x, train=False), self.settings.test_flip)
         self.val_metrics.update(logits, y)
         self.val_loss.update(F.cross_entropy(logits.float(), y), weight=len(y))
 

@@ -63,6 +63,7 @@ def manifest_for(cfg: DictConfig, source: Source, module: Classifier, tracker: T
         image_size=list(source.size),
         mean=list(module.settings.mean),
         std=list(module.settings.std),
+        test_flip=module.settings.test_flip,
         data_sha256=source.sha256,
         run_id=tracker.run_id if tracker else "",
     )
@@ -108,5 +109,8 @@ def timings(summary: dict[str, Any], clock: StageClock, startup_s: float | None)
         "test": summary.get("test_seconds"),
         "pictures": clock.seconds["pictures"],
         "model_log": summary.get("model_log_seconds"),
-        "total_in_process": round(summary["total_seconds"] + clock.seconds["pictures"], 3),
+        # train() start -> model logged; `startup` (interpreter + imports) comes before it.
+        "total_in_process": round(
+            summary["total_seconds"] + clock.seconds["pictures"] + (summary.get("model_log_seconds") or 0.0), 3
+        ),
     }

@@ -26,6 +26,7 @@ from clfops.checkpoint import atomic_write_text
 from clfops.data import DataError
 from clfops.errors import UserError
 from clfops.export import Manifest, ModelFileError, load_model, preprocess, read_manifest
+from clfops.models import tta_logits
 
 TABLE_ROWS = 20  # rows printed; the rest go to --out only
 _IDX_CODES = frozenset({0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E})
@@ -97,7 +98,8 @@ def class_probabilities(net: torch.nn.Module, manifest: Manifest, images: np.nda
     out = [torch.zeros((0, len(manifest.classes)))]
     with torch.inference_mode():
         for i in range(0, len(x), max(1, batch_size)):
-            out.append(torch.softmax(net(preprocess(x[i : i + batch_size], manifest)).float(), dim=1))
+            logits = tta_logits(net, preprocess(x[i : i + batch_size], manifest), manifest.test_flip)
+            out.append(torch.softmax(logits.float(), dim=1))
     return torch.cat(out).double().numpy()
 
 

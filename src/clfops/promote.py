@@ -219,11 +219,14 @@ def log_run_model(
         log.warning("MLflow is offline: the model was not logged; the run dir keeps it (model/)")
         return {}
     from clfops.export import load_model
+    from clfops.models import FlipAveraged
     from clfops.tracking import log_model
 
     try:
         t0 = time.perf_counter()
-        net = load_model(model_dir)[0] if torch_flavor else None
+        net, manifest = load_model(model_dir) if torch_flavor else (None, None)
+        if net is not None and manifest is not None and manifest.test_flip:
+            net = FlipAveraged(net)  # the torch flavor answers as the pyfunc model does
         out: dict[str, Any] = {"model_uri": log_model(tracker.uri, tracker.run_id, model_dir, example, net)}
         out["model_log_seconds"] = round(time.perf_counter() - t0, 3)
         if register_as:

@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 from clfops import config as C
 from clfops import runs
-from clfops.build import build_module, make_strategy, make_trainer
+from clfops.build import build_module, check_settings, make_strategy, make_trainer
 from clfops.callbacks import GracefulStop, RunInfo, RunInterrupted
 from clfops.checkpoint import (
     CheckpointError,
@@ -77,6 +77,7 @@ def train(
         changed = check_compatible(resume.config, C.to_container(new))
         cfg = new
         cfg.resume = str(resume.checkpoint)
+    check_settings(cfg)
     rank = process_rank(cfg.trainer.devices, cfg.trainer.num_nodes)
     threads = configure_threads(cfg.trainer.num_threads, rank.local_processes)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)

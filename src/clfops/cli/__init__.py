@@ -6,7 +6,22 @@ as `clfops: error: ...` with exit code 2 (never a traceback). Commands live in r
 tuning.py and data.py; importing them registers them on `main`.
 """
 
-from clfops.cli import data, models, runs, server, tuning  # noqa: F401 — registers the commands
-from clfops.cli.base import main
+import sys
 
-__all__ = ["main"]
+from clfops.cli import data, models, runs, server, tuning  # noqa: F401 — registers the commands
+from clfops.cli.base import main, quick_exit
+
+__all__ = ["entry", "main"]
+
+
+def entry() -> None:
+    """The `clfops` executable: `main`, then a quick exit once a command has loaded torch (see quick_exit)."""
+    try:
+        main()
+    except SystemExit as done:
+        code = done.code
+    else:
+        code = 0
+    if "torch" in sys.modules:
+        quick_exit(code)
+    sys.exit(code)

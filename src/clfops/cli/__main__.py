@@ -1,5 +1,5 @@
 """`python -m clfops.cli`."""
 
-from clfops.cli import main
+from clfops.cli import entry
 
-main()
+entry()

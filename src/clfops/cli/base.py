@@ -7,7 +7,11 @@ printed as `clfops: error: ...` with exit code 2 (never a traceback).
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
 import sys
+import threading
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -43,6 +47,31 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise
 
     return wrapper
+
+
+def quick_exit(code: int | str | None) -> None:
+    """End the process as Python would, minus tearing down its modules: ~1-1.5 s after a torch + Lightning +
+    MLflow command on 2 cores (an import-only script: 1.1 s from its last atexit handler to the shell).
+
+    What normal shutdown does that matters is done first, in the same order, by the interpreter's own
+    functions: `threading._shutdown` (thread-pool exit hooks, then a join of every non-daemon thread), the
+    atexit handlers (MLflow's async logging flush among them), then the log handlers and stdio are flushed.
+    Only freeing the interpreter's objects is skipped: the OS reclaims the memory, and every file clfops
+    writes was already written atomically and closed. Where those functions are missing: a normal exit.
+    """
+    shutdown_threads = getattr(threading, "_shutdown", None)
+    run_atexit = getattr(atexit, "_run_exitfuncs", None)
+    if shutdown_threads is None or run_atexit is None or threading.current_thread() is not threading.main_thread():
+        sys.exit(code)
+    shutdown_threads()
+    run_atexit()
+    logging.shutdown()
+    if code is not None and not isinstance(code, int):  # sys.exit("message"): printed, status 1
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

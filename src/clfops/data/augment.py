@@ -68,6 +68,7 @@ class AugmentConfig:
     erasing_scale: tuple[float, float] = (0.02, 0.33)  # erased area / image area
     erasing_ratio: tuple[float, float] = (0.3, 3.3)  # erased aspect ratio h/w range
     erasing_value: float = 0.0  # fill value in [0, 1] space (before normalisation)
+    test_flip: bool = False  # validation/test/predict average the logits of each image and its mirror image
 
     def __post_init__(self) -> None:
         for name in ("flip_p", "erasing_p"):
@@ -82,6 +83,11 @@ class AugmentConfig:
                 raise AugmentError(f"augment.{name} must be <= 1, got {getattr(self, name)}")
         if isinstance(self.crop_pad, bool) or not isinstance(self.crop_pad, int) or self.crop_pad < 0:
             raise AugmentError(f"augment.crop_pad must be an integer >= 0, got {self.crop_pad!r}")
+        if self.test_flip and self.flip_p == 0:
+            raise AugmentError(
+                "augment.test_flip=true needs augment.flip_p > 0: a model never trained on mirrored images "
+                "loses 4-5 % accuracy on them; set augment.flip_p=0.5 or augment.test_flip=false"
+            )
         lo, hi = self.erasing_scale
         if not 0 < lo <= hi <= 1:
             raise AugmentError(f"augment.erasing_scale must satisfy 0 < lo <= hi <= 1, got {self.erasing_scale}")

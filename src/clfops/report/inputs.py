@@ -119,6 +119,7 @@ def from_checkpoint(path: Path) -> ModelSource:
         std=std,
         data_sha256=source.sha256,
         run_id=run_id or "",
+        test_flip=bool(cfg.augment.get("test_flip", False)),
     )
     return ModelSource(net.eval(), manifest, cfg, f"checkpoint {path.resolve()}", run_id, uri, run_dir)
 

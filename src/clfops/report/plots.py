@@ -62,7 +62,11 @@ def confusion_matrix_png(cm: np.ndarray, classes: list[str]) -> bytes:
 def misclassified_png(
     images: np.ndarray, true: list[str], predicted: list[str], confidence: list[float], indices: list[int]
 ) -> bytes:
-    """A grid of images (uint8, N x C x H x W) with true / predicted class and the model's confidence."""
+    """A grid of images (uint8, N x C x H x W) with true / predicted class and the model's confidence.
+
+    One mosaic image on one Axes, a caption above each tile: 0.1 s for 36 tiles, where 36 subplots with
+    constrained layout took 0.9 s on 2 cores (the slowest figure of the report, drawn by every run).
+    """
     n = len(images)
     if n == 0:
         fig = Figure(figsize=(5, 1.5))
@@ -70,19 +74,23 @@ def misclassified_png(
         return _png(fig)
     cols = min(n, max(4, math.ceil(math.sqrt(n))))
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(2.3 * cols, 2.8 * rows), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax in axes:
-        ax.axis("off")
+    channels, h, w = images.shape[1:]
+    gap, caption = max(2, w // 10), max(8, round(0.5 * h))  # pixels between tiles, above each for 3 lines
+    cell_h, cell_w = caption + h + gap, w + gap
+    mosaic = np.full((rows * cell_h, cols * cell_w, channels), 255, dtype=np.uint8)
+    inch_per_px = 1.6 / max(h, w)  # each tile 1.6 in on its long side
+    fig = Figure(figsize=(cols * cell_w * inch_per_px, rows * cell_h * inch_per_px + 0.5))
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0 - 0.5 / fig.get_figheight()))
     for i in range(n):
-        img = images[i]
-        if img.shape[0] == 1:
-            axes[i].imshow(img[0], cmap="gray", vmin=0, vmax=255)
-        else:
-            axes[i].imshow(np.transpose(img, (1, 2, 0)))
+        r, c = divmod(i, cols)
+        y0, x0 = r * cell_h + caption, c * cell_w + gap // 2
+        mosaic[y0 : y0 + h, x0 : x0 + w] = np.transpose(images[i], (1, 2, 0))
         title = f"#{indices[i]}\ntrue: {true[i]}\npred: {predicted[i]} ({confidence[i]:.2f})"
-        axes[i].set_title(title, fontsize=8, color="firebrick")
-    fig.suptitle("Most confident mistakes", fontsize=12)
+        ax.text(x0 + w / 2, y0 - 1, title, ha="center", va="bottom", fontsize=8, color="firebrick")
+    grey = channels == 1
+    ax.imshow(mosaic[..., 0] if grey else mosaic, cmap="gray" if grey else None, vmin=0, vmax=255)
+    ax.set_axis_off()
+    fig.suptitle("Most confident mistakes", fontsize=12, y=1.0 - 0.1 / fig.get_figheight(), va="top")
     return _png(fig)
 
 

@@ -34,7 +34,7 @@ def test_run_logs_params_tags_metrics_and_artifacts(compose, store: str) -> None
         "version.mlflow",
     ):
         assert key in params, key
-    assert params["model.parameters"] == "421738"  # the reference CNN: 2 conv+BN, fc128
+    assert params["model.parameters"] == "458730"  # quick_cnn, the default: 3 convs, fc128
     assert tags["mlflow.runName"] == "logged" and "clfops.command" in tags and "host" in tags
     assert run.data.tags["clfops.run_dir"] == summary["run_dir"]
     for key in (

@@ -1,6 +1,6 @@
 """Training throughput: clfops (Lightning + Classifier) vs a plain PyTorch loop, same process, same data.
 
-    .venv/bin/python benchmarks/train_throughput.py [--images 24000] [--epochs 1] [--precision auto]
+    .venv/bin/python benchmarks/train_throughput.py [--images 24000] [--epochs 1] [--precision auto] [-- OVERRIDES]
 
 Both train the default recipe's model on the same in-memory uint8 tensors, its batch size, AdamW + OneCycle,
 channels_last, and the default recipe's random horizontal flips; the plain loop does exactly the work a careful
@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("overrides", nargs="*", help="extra clfops overrides after --, e.g. data.batch_size=256")
     a = ap.parse_args()
     overrides = [
         f"data.train_limit={a.images}",
@@ -81,6 +82,7 @@ def main() -> None:
         "logging.progress=none",
         "run.root=/tmp/clfops-bench-runs",
         "checkpoint.every_n_epochs=0",
+        *a.overrides,
     ]
     cfg = C.compose("train", overrides)
     threads = configure_threads(None)

@@ -213,6 +213,8 @@ class Augment:
         b, ch, h, w = x.shape
         pad = self.config.crop_pad
         flip, dy, dx = (t.to(x.device) for t in self._draw_flip_shift(b, gen))
+        if not pad:  # flips only (the default recipe): the same images as the gather below, in half the time
+            return torch.where(flip[:, None, None, None], x.flip(3), x)
         hp, wp = h + 2 * pad, w + 2 * pad
         xp = F.pad(x, (pad, pad, pad, pad)) if pad else x
         rows = torch.arange(h, device=x.device) + pad + dy[:, None]  # (B, H) rows in the padded image

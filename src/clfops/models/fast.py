@@ -25,7 +25,30 @@ def _conv_bn(cin: int, cout: int, act: type[nn.Module]) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), act()]
 
 
+def _fast_trunk(cin: int, width: int) -> nn.Sequential:
+    """fast_cnn: [conv-BN-ReLU, max-pool] x 2 (widths w, 2w)."""
+    return nn.Sequential(
+        *_conv_bn(cin, width, nn.ReLU), nn.MaxPool2d(2), *_conv_bn(width, 2 * width, nn.ReLU), nn.MaxPool2d(2)
+    )
+
+
+def _quick_trunk(cin: int, width: int) -> nn.Sequential:
+    """quick_cnn: conv, max-pool, BN, ReLU (x 2: widths w, 2w), then conv-BN-ReLU at 2w on the 1/4 map."""
+
+    def conv(i: int, o: int) -> nn.Conv2d:
+        return nn.Conv2d(i, o, 3, padding=1, bias=False)
+
+    return nn.Sequential(
+        conv(cin, width), nn.MaxPool2d(2), nn.BatchNorm2d(width), nn.ReLU(),
+        conv(width, 2 * width), nn.MaxPool2d(2), nn.BatchNorm2d(2 * width), nn.ReLU(),
+        conv(2 * width, 2 * width), nn.BatchNorm2d(2 * width), nn.ReLU(),
+    )  # fmt: skip
+
+
 class FastCNN(nn.Module):
+    """fast_cnn and quick_cnn (`quick=True`): a conv trunk ending at 1/4 resolution with 2w channels, then
+    flatten, fc(hidden), ReLU, fc(classes); dropout before each fc."""
+
     def __init__(
         self,
         in_channels: int,
@@ -34,22 +57,19 @@ class FastCNN(nn.Module):
         width: int = 32,
         hidden: int = 128,
         dropout: float = 0.0,
+        quick: bool = False,
     ) -> None:
         super().__init__()
         check_positive("width", width)
         check_positive("hidden", hidden)
         check_dropout(dropout)
+        self.name = "quick_cnn" if quick else "fast_cnn"
         self.in_channels = in_channels
         self.image_size = (int(image_size[0]), int(image_size[1]))
         h, w = (s // 4 for s in self.image_size)
         if h < 1 or w < 1:
-            raise ModelError(f"fast_cnn needs images of at least 4x4, got {self.image_size}")
-        self.features = nn.Sequential(
-            *_conv_bn(in_channels, width, nn.ReLU),
-            nn.MaxPool2d(2),
-            *_conv_bn(width, 2 * width, nn.ReLU),
-            nn.MaxPool2d(2),
-        )
+            raise ModelError(f"{self.name} needs images of at least 4x4, got {self.image_size}")
+        self.features = _quick_trunk(in_channels, width) if quick else _fast_trunk(in_channels, width)
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(dropout),
@@ -60,49 +80,7 @@ class FastCNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x.shape, self.in_channels, self.image_size, "fast_cnn")
-        return self.classifier(self.features(x))
-
-
-class QuickCNN(nn.Module):
-    def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        image_size: tuple[int, int],
-        width: int = 32,
-        hidden: int = 128,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        check_positive("width", width)
-        check_positive("hidden", hidden)
-        check_dropout(dropout)
-        self.in_channels = in_channels
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-        h, w = (s // 4 for s in self.image_size)
-        if h < 1 or w < 1:
-            raise ModelError(f"quick_cnn needs images of at least 4x4, got {self.image_size}")
-
-        def conv(cin: int, cout: int) -> nn.Conv2d:
-            return nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-
-        self.features = nn.Sequential(
-            conv(in_channels, width), nn.MaxPool2d(2), nn.BatchNorm2d(width), nn.ReLU(),
-            conv(width, 2 * width), nn.MaxPool2d(2), nn.BatchNorm2d(2 * width), nn.ReLU(),
-            conv(2 * width, 2 * width), nn.BatchNorm2d(2 * width), nn.ReLU(),
-        )  # fmt: skip
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Dropout(dropout),
-            nn.Linear(2 * width * h * w, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x.shape, self.in_channels, self.image_size, "quick_cnn")
+        check_input(x.shape, self.in_channels, self.image_size, self.name)
         return self.classifier(self.features(x))
 
 
@@ -150,7 +128,7 @@ def quick_cnn(
     dropout: float = 0.0,
 ) -> nn.Module:
     """Default recipe model: 3 convs, pool before BN+ReLU (quarter-size elementwise work), fc head (~459k params)."""
-    return QuickCNN(in_channels, num_classes, image_size, width=width, hidden=hidden, dropout=dropout)
+    return FastCNN(in_channels, num_classes, image_size, width=width, hidden=hidden, dropout=dropout, quick=True)
 
 
 @register_model(min_size=8)

@@ -57,7 +57,6 @@ def build_module(cfg: DictConfig, source: Source, splits: Splits, steps_per_epoc
         seed=int(cfg.seed),
         classes=list(source.classes),
         steps_per_epoch=steps_per_epoch,
-        test_flip=augment.test_flip,
     )
     return Classifier(net, settings, Augment(augment))
 

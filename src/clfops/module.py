@@ -47,7 +47,6 @@ class ModuleSettings:
     # Optimizer steps per epoch, for per-step schedules. Given, not read from trainer.estimated_stepping_batches:
     # that sets the train loader up before a checkpoint's loader position is restored (mid-epoch resume).
     steps_per_epoch: int = 1
-    test_flip: bool = False  # validation scores each image as the mean of it and its mirror (augment.test_flip)
 
 
 def stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -118,14 +117,15 @@ class Classifier(L.LightningModule):
         # Sent to the loggers every `trainer.log_every_n_steps` (tracking.log_every_n_steps) steps, so logged only
         # on those steps: each self.log call re-registers a step-only value in Lightning's result collection
         # (~0.4 ms, 3 % of a 15 ms step). Lightning's own test of "is this a logging step" decides.
-        if getattr(self.trainer._logger_connector, "should_update_logs", True):
+        connector = getattr(self.trainer, "_logger_connector", None)  # private: if it moves, log every step
+        if getattr(connector, "should_update_logs", True):
             self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         # The test set is scored after fit by clfops.evaluate (the same code as `clfops evaluate`).
         x, y = batch
-        logits = tta_logits(self.net, self.prepare(x, train=False), self.settings.test_flip)
+        logits = tta_logits(self.net, self.prepare(x, train=False), self.augment.config.test_flip)
         self.val_metrics.update(logits, y)
         self.val_loss.update(F.cross_entropy(logits.float(), y), weight=len(y))
 

@@ -63,7 +63,7 @@ def manifest_for(cfg: DictConfig, source: Source, module: Classifier, tracker: T
         image_size=list(source.size),
         mean=list(module.settings.mean),
         std=list(module.settings.std),
-        test_flip=module.settings.test_flip,
+        test_flip=module.augment.config.test_flip,
         data_sha256=source.sha256,
         run_id=tracker.run_id if tracker else "",
     )

@@ -229,7 +229,7 @@ def tta_logits(net: nn.Module, x: torch.Tensor, flip: bool) -> torch.Tensor:
     """`net(x)`; with `flip` (test-time flip), the mean of the logits of `x` and of its mirror image.
 
     For models trained with horizontal flips (augment.test_flip): +0.2-0.3 % Fashion-MNIST test accuracy for
-    a second forward pass. Without flip training it costs 4-5 % (docs/benchmarks.md), hence the config check.
+    a second forward pass. Without flip training it costs 4-8 % (docs/benchmarks.md), hence the config check.
     """
     logits = net(x)
     if flip:

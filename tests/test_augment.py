@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from clfops.data import DataError
-from clfops.data.augment import PRESETS, Augment, AugmentConfig, AugmentError, preview_grid
+from clfops.data.augment import PRESETS, Augment, AugmentConfig, AugmentError
+from clfops.preview import preview_grid
 
 
 def batch(c: int = 1, h: int = 28, w: int = 28, n: int = 16, seed: int = 0) -> torch.Tensor:

@@ -39,9 +39,7 @@ Alternatives measured (1x28x28 unless noted):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,7 +47,7 @@ import torch.nn.functional as F
 
 from clfops.data import DataError
 
-__all__ = ["PRESETS", "Augment", "AugmentConfig", "AugmentError", "preview_grid"]
+__all__ = ["PRESETS", "Augment", "AugmentConfig", "AugmentError"]
 
 
 class AugmentError(DataError, ValueError):
@@ -304,68 +302,10 @@ class Augment:
         return x.masked_fill_(mask, c.erasing_value) if owned else x.masked_fill(mask, c.erasing_value)
 
 
-def _per_channel(v: Sequence[float] | float | torch.Tensor, ch: int) -> torch.Tensor:
-    t = torch.as_tensor(v, dtype=torch.float32).flatten()
-    if t.numel() == 1:
-        t = t.expand(ch)
-    if t.numel() != ch:
-        raise AugmentError(f"mean/std have {t.numel()} values, the images have {ch} channels")
-    return t.view(1, ch, 1, 1)
+def __getattr__(name: str) -> Any:
+    # preview_grid lives in clfops.preview; outputs.py still imports it from here until it is updated.
+    if name == "preview_grid":
+        from clfops.preview import preview_grid
 
-
-def preview_grid(
-    x_uint8: torch.Tensor,
-    augment: Augment,
-    gen: torch.Generator,
-    n: int,
-    path: Path,
-    mean: Sequence[float] | float | torch.Tensor,
-    std: Sequence[float] | float | torch.Tensor,
-) -> Path:
-    """Write a PNG of ``n`` originals (odd rows) above their augmented versions (even rows).
-
-    Runs the exact training pipeline (uint8 -> [0, 1] -> augment -> normalise with mean/std) and
-    de-normalises for display, so what is shown is what the model gets.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if x_uint8.dtype != torch.uint8 or x_uint8.ndim != 4:
-        raise AugmentError(
-            f"preview_grid expects uint8 (N, C, H, W) images, got {x_uint8.dtype} {tuple(x_uint8.shape)}"
-        )
-    n = max(1, min(int(n), x_uint8.shape[0]))
-    ch = x_uint8.shape[1]
-    m, s = _per_channel(mean, ch), _per_channel(std, ch)
-    orig = x_uint8[:n].float().div_(255)
-    model_input = (augment(orig.clone(), gen) - m) / s
-    shown = (model_input * s + m).clamp_(0, 1)
-
-    cols = min(n, 8)
-    groups = math.ceil(n / cols)
-    fig, axes = plt.subplots(2 * groups, cols, figsize=(1.3 * cols, 1.4 * 2 * groups), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i in range(n):
-        g, col = divmod(i, cols)
-        for row, img in ((2 * g, orig[i]), (2 * g + 1, shown[i])):
-            ax = axes[row][col]
-            if ch == 1:
-                ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            else:
-                ax.imshow(img.permute(1, 2, 0).numpy(), interpolation="nearest")
-        if col == 0:
-            axes[2 * g][0].set_title("original", fontsize=7, loc="left")
-            axes[2 * g + 1][0].set_title("augmented", fontsize=7, loc="left")
-    fig.suptitle(
-        f"{augment.config}\nmodel input range [{model_input.min():.2f}, {model_input.max():.2f}]",
-        fontsize=6,
-        wrap=True,
-    )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+        return preview_grid
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

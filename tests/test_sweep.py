@@ -13,7 +13,8 @@ import yaml
 from clfops import config as C
 from clfops.config import ConfigError
 from clfops.search_space import Param, first_values, load_space
-from clfops.sweep import SweepSettings, run_sweep, storage_url
+from clfops.sweep import SweepSettings, run_sweep
+from clfops.sweep_storage import storage_url
 from clfops.tracking import PARENT_TAG, child_run_ids, client
 from clfops.tune import TuningError
 from conftest import pg_database, run_cli

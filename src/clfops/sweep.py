@@ -1,10 +1,9 @@
 """`clfops sweep`: an Optuna study (TPE sampler, median pruning on val/acc per epoch) over a space file.
 
-Storage is an Optuna RDB URL in the same SQL family as tracking: sqlite:///optuna.db next to a SQLite
-mlflow.db, PostgreSQL (postgresql://..., driven by psycopg) on a team server. The study is the unit of resume:
-`--study-name S` re-attaches and runs until S holds --trials finished (complete or pruned) trials. Workers
-(--jobs) are processes, not threads: train() installs signal handlers and sets process-wide torch threads and
-seeds, so two trainings cannot share a process; the workers share the study through its database.
+Storage is an Optuna RDB URL in the same SQL family as tracking (sweep_storage.py). The study is the unit of
+resume: `--study-name S` re-attaches and runs until S holds --trials finished (complete or pruned) trials.
+Workers (--jobs) are processes, not threads: train() installs signal handlers and sets process-wide torch
+threads and seeds, so two trainings cannot share a process; the workers share the study through its database.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import json
 import os
 import shlex
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,48 +23,13 @@ import yaml
 from clfops import config as C
 from clfops.checkpoint import atomic_write_text
 from clfops.compare import StudyMember, quiet_console, slug, study_experiment, unique_run_name
+from clfops.redact import redact_uri
 from clfops.search_space import Param, first_values, format_value, load_space, override_key, suggest
+from clfops.sweep_storage import open_storage, storage_url
 from clfops.tune import TuningError
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 PARENT_ATTR, URI_ATTR = "clfops.parent_run_id", "clfops.tracking_uri"
-
-
-def storage_url(storage: str | None, tracking_uri: str | None) -> str:
-    """--storage, else sqlite optuna.db next to a SQLite mlflow.db, else ./optuna.db; bare postgresql:// and
-    mysql:// get the drivers clfops installs (psycopg 3, PyMySQL)."""
-    from clfops.tracking import resolve_uri
-
-    if not storage:
-        uri = resolve_uri(tracking_uri)
-        folder = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else Path()
-        return f"sqlite:///{folder / 'optuna.db'}"
-    scheme, sep, rest = storage.partition("://")
-    drivers = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg", "mysql": "mysql+pymysql"}
-    if not sep:
-        raise TuningError(f"--storage {storage!r}: use sqlite:///FILE or postgresql://USER:PW@HOST:PORT/DB")
-    return f"{drivers.get(scheme, scheme)}://{rest}"
-
-
-def redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    # Heartbeats: a trial whose worker died (kill -9, lost machine) is failed after the grace period instead
-    # of staying RUNNING forever. SQLite waits up to 60 s for a lock held by the other workers.
-    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 4-5, and what we need
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=180)
-    except Exception as err:
-        text = str(getattr(err, "orig", None) or err).strip().splitlines()[0][:200]
-        raise TuningError(f"cannot open the Optuna storage {redact(url)} ({text}): check --storage") from None
 
 
 @dataclass
@@ -270,10 +233,6 @@ def _parent_run(study: optuna.Study, cfg: Any, name: str, storage: str, space: l
     return parent
 
 
-def redact_uri(uri: str) -> str:
-    return redact(uri) if "://" in uri and not uri.startswith(("http://", "https://", "file:")) else uri
-
-
 def run_sweep(s: SweepSettings) -> SweepResult:
     """Create or re-attach the study, run the missing trials (in `jobs` processes), write the best recipe."""
     from clfops.hardware import available_cores
@@ -293,9 +252,9 @@ def run_sweep(s: SweepSettings) -> SweepResult:
         raise TuningError(f"study {name!r} minimises its objective; a clfops sweep maximises val/acc: use another name")
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     remaining, jobs = max(0, s.trials - done), min(s.jobs, max(1, s.trials - done))
-    parent = _parent_run(study, cfg, name, redact(url), space)
+    parent = _parent_run(study, cfg, name, redact_uri(url), space)
     print(
-        f"study {name} in {redact(url)}: {done} finished trials, {remaining} to run with {jobs} worker(s)"
+        f"study {name} in {redact_uri(url)}: {done} finished trials, {remaining} to run with {jobs} worker(s)"
         f"{f'; MLflow parent run {parent.run_id}' if parent else ''}  (resume: --study-name {name})",
         flush=True,
     )
@@ -345,7 +304,7 @@ def write_outputs(study: optuna.Study, ctx: Context, out: Path) -> SweepResult:
     files = [out / "trials.csv"]
     atomic_write_text(files[0], buf.getvalue())
     finished = sum(1 for t in trials if t.state in FINISHED)
-    storage = redact(ctx.url)
+    storage = redact_uri(ctx.url)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
         return SweepResult(ctx.study_name, storage, finished, None, None, None, files)
     best = study.best_trial

@@ -155,8 +155,20 @@ def test_config_validation_and_presets() -> None:
     assert AugmentConfig.from_dict({"erasing_scale": [0.1, 0.2]}).erasing_scale == (0.1, 0.2)
     with pytest.raises(AugmentError, match="unknown augment option"):
         AugmentConfig.from_dict({"flip": 0.5})
-    with pytest.raises(AugmentError, match="float"):
-        Augment(PRESETS["basic"])(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), gen())
+    with pytest.raises(AugmentError, match="float"):  # rotation blends pixels: floats only
+        Augment(PRESETS["strong"])(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), gen())
+
+
+@pytest.mark.parametrize("cfg", [AugmentConfig(flip_p=0.5), PRESETS["basic"]])
+@pytest.mark.parametrize("c", [1, 3])
+def test_crop_and_flip_on_the_uint8_batch_give_the_float_paths_images(cfg: AugmentConfig, c: int) -> None:
+    """The training step moves pixels on the uint8 batch (cheaper): the same images, the same random draws."""
+    x = (batch(c, 28, 28, n=64) * 255).to(torch.uint8)
+    aug = Augment(cfg)
+    assert aug.moves_pixels_only and not Augment(PRESETS["strong"]).moves_pixels_only
+    on_uint8, on_float = aug(x, gen(3)), aug(x.float() / 255, gen(3))
+    assert on_uint8.dtype == torch.uint8 and not torch.equal(on_uint8, x)
+    assert torch.equal(on_uint8.float() / 255, on_float)
 
 
 @pytest.mark.parametrize("c", [1, 3])

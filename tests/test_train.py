@@ -7,8 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
+from clfops.data.loader import make_splits, train_loader
+from clfops.data.sources import load_source
+from clfops.export import load_model, preprocess
+from clfops.recorder import read_metrics
 from clfops.train import train
 from conftest import run_cli
 
@@ -112,3 +117,22 @@ def test_swa_averages_weights_and_still_tests(compose) -> None:
     summary = train(compose("trainer.swa.enabled=true", "trainer.swa.epoch_start=0.5", "trainer.max_epochs=2"))
     assert 0.3 < summary["test_acc"] <= 1.0
     assert (Path(summary["run_dir"]) / "model" / "model.safetensors").is_file()
+
+
+def test_train_acc_is_the_share_of_training_images_predicted_right(compose) -> None:
+    """With lr 0 the weights never move, so every training batch's predictions can be recomputed afterwards
+    (BatchNorm in training mode uses each batch's own statistics, as in the step)."""
+    cfg = compose("run.name=still", "optimizer.lr=0", "scheduler=none", "augment=none", "tracking.enabled=false")
+    summary = train(cfg)
+    logged = [r["train/acc"] for r in read_metrics(Path(summary["run_dir"]) / "metrics.csv") if "train/acc" in r]
+    net, manifest = load_model(Path(summary["model_dir"]))
+    splits = make_splits(load_source("fashion_mnist", None), cfg.data.val_fraction, cfg.seed, cfg.data.train_limit)
+    loader = train_loader(splits.train, cfg.data.batch_size, cfg.seed)
+    loader.sampler.set_epoch(0)
+    correct = seen = 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += int((net.train()(preprocess(x, manifest)).argmax(1) == y).sum())
+            seen += len(y)
+    assert seen == 448  # 480 training images, 7 full batches of 64 (the ragged last one is dropped)
+    assert len(logged) == 1 and logged[0] == pytest.approx(correct / seen, abs=1e-6)  # float32; one image: 2e-3

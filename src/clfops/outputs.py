@@ -71,7 +71,7 @@ def manifest_for(cfg: DictConfig, source: Source, module: Classifier, tracker: T
 
 def write_pictures(cfg: DictConfig, run_dir: Path, splits: Splits) -> None:
     """learning_curves.png always; augment_preview.png when the run augments (what the model saw)."""
-    from clfops.data.augment import preview_grid
+    from clfops.preview import preview_grid
     from clfops.recorder import read_metrics
     from clfops.report.plots import learning_curves_png
 

@@ -1,8 +1,9 @@
 """Where metrics go: one Lightning logger that writes metrics.csv, MLflow and (optionally) TensorBoard.
 
 Same names everywhere (`train/loss`, `val/acc`, `lr`). metrics.csv is the run directory's own record: one
-row per logging call (step, epoch + metric columns), rewritten atomically at each epoch end so a crash
-never leaves half a file, and truncated to the resumed step on resume so no epoch appears twice.
+row per logging call (step, epoch + metric columns), rewritten atomically after each logging call so a crash
+never leaves half a file (fsynced when the run ends), and truncated to the resumed step on resume so no epoch
+appears twice.
 """
 
 from __future__ import annotations
@@ -77,7 +78,9 @@ class RunLogger(Logger):
                 self._tb.add_scalar(key, value, step)
 
     @rank_zero_only
-    def save(self) -> None:
+    def save(self, durable: bool = False) -> None:
+        """Rewrite metrics.csv. Lightning calls this after every logging step (8 times a default epoch): those
+        rewrites are atomic but not fsynced; `finalize` (the end of every run, failed or killed too) is."""
         if not self.rows:
             return
         columns = ["step", "epoch", "time"]
@@ -87,13 +90,13 @@ class RunLogger(Logger):
         writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()
         writer.writerows(self.rows)
-        atomic_write_text(self.csv_path, buf.getvalue())
+        atomic_write_text(self.csv_path, buf.getvalue(), durable)
         if self._tb is not None:
             self._tb.flush()
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        self.save()
+        self.save(durable=True)
         if self.tracker is not None:
             self.tracker.flush()
         if self._tb is not None:

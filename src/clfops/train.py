@@ -250,7 +250,7 @@ def _test_and_save(
     model_dir = save_model(run_dir / "model", module.net, manifest)
     test = test_best(cfg, run_dir, source, splits, module, manifest, tracker)
     logger.log_metrics(test, step=trainer.global_step)  # metrics.csv + MLflow + TensorBoard, like the rest
-    logger.save()
+    logger.save(durable=True)
     test_s = time.perf_counter() - t_test  # best weights loaded, model files, test set + report
     return {
         "run_dir": str(run_dir),

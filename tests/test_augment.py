@@ -8,6 +8,7 @@ import torch
 from clfops.data import DataError
 from clfops.data.augment import PRESETS, Augment, AugmentConfig, AugmentError
 from clfops.preview import preview_grid
+from conftest import run_cli
 
 
 def batch(c: int = 1, h: int = 28, w: int = 28, n: int = 16, seed: int = 0) -> torch.Tensor:
@@ -180,3 +181,13 @@ def test_preview_png(tmp_path: Path, c: int) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(AugmentError, match="mean/std"):
         preview_grid(x, Augment(), gen(), 4, tmp_path / "x.png", [0.5, 0.5], [1.0, 1.0])
+
+
+def test_augment_preview_command_writes_the_grid(tmp_path: Path) -> None:
+    out = tmp_path / "grid" / "strong.png"
+    proc = run_cli("augment-preview", "augment=strong", "--out", str(out), "-n", "8")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(out) in proc.stdout
+    assert not list(out.parent.glob(".*.tmp"))  # written atomically: no temporary left behind
+    bad = run_cli("augment-preview", "augment.flip_p=3", "--out", str(tmp_path / "bad.png"))
+    assert bad.returncode == 2 and "flip_p" in bad.stderr and "Traceback" not in bad.stderr

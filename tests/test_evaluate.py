@@ -25,7 +25,7 @@ from PIL import Image
 
 from clfops import config as C
 from clfops.cli import main as cli_main
-from clfops.evaluate import EvalRequest, evaluate, predict_logits
+from clfops.evaluate import EvalRequest, EvaluateError, evaluate, predict_logits
 from clfops.export import load_model
 from clfops.report.inputs import from_model_uri
 from clfops.report.metrics import confusion, eval_metrics, evaluate_predictions, most_confused, prediction_arrays
@@ -154,9 +154,19 @@ def cli_eval(trained: dict) -> tuple[subprocess.CompletedProcess, Path]:
     """`clfops evaluate --run-dir … --log-mlflow --save-predictions` as a real subprocess, on the 10k test split."""
     out = Path(trained["root"]) / "cli-eval"
     proc = run_cli(
-        "evaluate", "--run-dir", trained["run_dir"], "--out", str(out), "--log-mlflow", "--save-predictions",
-        "--top-k-grid", "9", cwd=Path(trained["root"]),
-    )  # fmt: skip
+        "evaluate",
+        "--run-dir",
+        trained["run_dir"],
+        "--out",
+        str(out),
+        "--log-mlflow",
+        "--save-predictions",
+        "--top-k-grid",
+        "9",
+        "--precision",
+        "32-true",
+        cwd=Path(trained["root"]),
+    )  # fmt: skip  (the run trained and tested in fp32: TINY's trainer.precision)
     return proc, out
 
 
@@ -261,3 +271,18 @@ def test_image_folder_with_the_model_classes(trained: dict, tmp_path: Path) -> N
     net, manifest = load_model(Path(trained["model_dir"]))
     expected = (predict_logits(net, manifest, test.x[picked]).argmax(1) == test.y[picked]).float().mean()
     assert result.report["accuracy"] == pytest.approx(float(expected))
+
+
+def test_a_bf16_run_is_tested_in_bf16_and_evaluate_reproduces_it(tmp_path: Path) -> None:
+    """Validation runs under Lightning's bf16 autocast; the run's test report does too, and `clfops evaluate`
+    at the same precision gives the same numbers (fp32 may differ on near-tied images)."""
+    overrides = [f"run.root={tmp_path}", "run.name=b", "tracking.enabled=false", *TINY, "trainer.precision=bf16-mixed"]
+    summary = train(C.compose("train", overrides), [])
+    report = _report(Path(summary["run_dir"]) / "eval")
+    assert report["precision"] == "bf16-mixed" and report["accuracy"] == summary["test_acc"]
+    again = evaluate(EvalRequest(run_dir=Path(summary["run_dir"]), out=tmp_path / "again", precision="bf16-mixed"))
+    assert again.report["accuracy"] == summary["test_acc"] and again.report["log_loss"] == report["log_loss"]
+    fp32 = evaluate(EvalRequest(run_dir=Path(summary["run_dir"]), out=tmp_path / "fp32", precision="32-true"))
+    assert fp32.report["precision"] == "32-true" and abs(fp32.report["accuracy"] - summary["test_acc"]) < 0.01
+    with pytest.raises(EvaluateError, match="--precision 16-mixed"):
+        evaluate(EvalRequest(run_dir=Path(summary["run_dir"]), precision="16-mixed"))

@@ -17,7 +17,16 @@ from clfops.recorder import read_metrics
 from clfops.train import train
 from conftest import run_cli
 
-RUN_FILES = ("config.yaml", "overrides.yaml", "metrics.csv", "train.log", "summary.json", "model_summary.txt")
+RUN_FILES = (
+    "config.yaml",
+    "overrides.yaml",
+    "metrics.csv",
+    "train.log",
+    "summary.json",
+    "model_summary.txt",
+    "learning_curves.png",
+    "augment_preview.png",  # the default recipe flips
+)
 
 
 def test_train_writes_run_dir_and_summary(compose, store: str) -> None:

@@ -45,6 +45,9 @@ class EvalRequest:
     tracking_uri: str | None = None  # default: the run's own store (run.json), else $MLFLOW_TRACKING_URI
     grid: int = 16  # misclassified examples shown
     save_predictions: bool = False
+    # auto: as training's precision=auto (bf16 where the CPU has it natively, else fp32), so on the training
+    # machine the run's own test report is reproduced exactly; 32-true for fp32 anywhere.
+    precision: str = "auto"
 
 
 @dataclass
@@ -59,6 +62,7 @@ class Provenance:
     tracking_uri: str | None = None
     manifest: Manifest | None = None
     config_yaml: str | None = None
+    precision: str = "32-true"  # of the inference: "32-true" or "bf16-mixed"
 
     def table(self) -> dict[str, str]:
         rows = {"Model": self.model, "Model source": self.source, "MLflow run": self.run_id or "-"}
@@ -72,6 +76,7 @@ class Provenance:
                 f"{self.manifest.in_channels} x {self.manifest.image_size[0]} x {self.manifest.image_size[1]}"
             )
             rows["clfops version (training)"] = self.manifest.clfops_version
+        rows["Precision"] = self.precision
         rows["Evaluated at"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         return rows
 
@@ -88,16 +93,27 @@ class EvalResult:
     notes: list[str] = field(default_factory=list)
 
 
-def predict_logits(net: nn.Module, manifest: Manifest, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 logits (N, K), batched, with the exact preprocessing of training."""
+INFERENCE_PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def predict_logits(
+    net: nn.Module, manifest: Manifest, images: torch.Tensor, batch_size: int = 256, precision: str = "32-true"
+) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 logits (N, K), batched, with the exact preprocessing of training.
+
+    `precision="bf16-mixed"` runs the net under bf16 autocast, as Lightning does in validation: 3-4x faster on a
+    CPU with native bf16 (10k Fashion-MNIST test images with test-time flip: ~0.5 s vs ~1.8 s for fp32)."""
     if batch_size < 1:
         raise EvaluateError(f"--batch-size {batch_size}: must be >= 1")
+    if precision not in INFERENCE_PRECISIONS:
+        raise EvaluateError(f"--precision {precision}: choose auto, {' or '.join(INFERENCE_PRECISIONS)}")
     mean = torch.tensor(manifest.mean).view(1, -1, 1, 1)
     std = torch.tensor(manifest.std).view(1, -1, 1, 1)
     scale, shift = 1.0 / (255.0 * std), -mean / std  # (x/255 - mean)/std as one multiply-add, as Classifier
     net = net.eval().to(memory_format=torch.channels_last)
     out = torch.empty(len(images), len(manifest.classes))
-    with torch.inference_mode():
+    bf16 = precision == "bf16-mixed"
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for i in range(0, len(images), batch_size):
             x = images[i : i + batch_size].float().mul_(scale).add_(shift)
             out[i : i + batch_size] = tta_logits(
@@ -118,10 +134,11 @@ def evaluate_net(
 ) -> EvalResult:
     """Predict `split` (labels in the model's class order), compute the report and write every file."""
     t0 = time.perf_counter()
-    logits = predict_logits(net, manifest, split.x, batch_size)
+    logits = predict_logits(net, manifest, split.x, batch_size, provenance.precision)
     seconds = time.perf_counter() - t0
     arrays = prediction_arrays(logits, split.y)
     report = report_from_arrays(arrays, list(manifest.classes))
+    report["precision"] = provenance.precision  # bf16 and fp32 may disagree on a few near-tied images
     files = write_outputs(
         out_dir, arrays, report, split.x.numpy(), provenance.table(), provenance.config_yaml, grid, save_predictions
     )
@@ -154,11 +171,14 @@ def _slug(data: str) -> str:
 def evaluate(request: EvalRequest) -> EvalResult:
     """`clfops evaluate`: resolve model and data, evaluate, write the report, log to MLflow when asked."""
     from clfops import config as C
-    from clfops.hardware import configure_threads
+    from clfops.hardware import configure_threads, resolve_precision
 
     if request.batch_size < 1 or request.grid < 0:
         raise EvaluateError(f"--batch-size {request.batch_size} / --top-k-grid {request.grid}: need >= 1 / >= 0")
     configure_threads(None)
+    precision = resolve_precision(request.precision, "cpu")
+    if precision not in INFERENCE_PRECISIONS:
+        raise EvaluateError(f"--precision {request.precision}: choose auto, {' or '.join(INFERENCE_PRECISIONS)}")
     model = _resolve_model(request)
     data = load_eval_data(request.data, model)
     base = model.run_dir if model.run_dir is not None and model.run_dir.is_dir() else Path(".")
@@ -172,6 +192,7 @@ def evaluate(request: EvalRequest) -> EvalResult:
         tracking_uri=model.tracking_uri,
         manifest=model.manifest,
         config_yaml=C.to_yaml(model.config) if model.config is not None else None,
+        precision=precision,
     )
     result = evaluate_net(
         model.net, model.manifest, data.split, out_dir, provenance, request.batch_size, request.grid,

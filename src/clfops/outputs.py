@@ -30,9 +30,11 @@ def test_best(
     module: Classifier,
     manifest: Manifest,
     tracker: Tracker | None,
+    precision: str,
 ) -> dict[str, float]:
     """The best weights on the test set, through `clfops evaluate`'s own code: report files in RUN_DIR/eval,
-    and `test/*` (the same names as val/*) plus `eval/*` (top-k, log-loss, ECE, per-class F1) metrics."""
+    and `test/*` (the same names as val/*) plus `eval/*` (top-k, log-loss, ECE, per-class F1) metrics.
+    `precision` is the training's: bf16 autocast where validation ran in it (a 16-mixed GPU run tests in fp32)."""
     from clfops.evaluate import Provenance, evaluate_net
 
     provenance = Provenance(
@@ -44,6 +46,7 @@ def test_best(
         tracking_uri=tracker.uri if tracker else None,
         manifest=manifest,
         config_yaml=C.to_yaml(cfg),
+        precision=precision,
     )
     result = evaluate_net(module.net, manifest, splits.test, run_dir / "eval", provenance, cfg.data.eval_batch_size)
     report = result.report

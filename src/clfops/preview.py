@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from clfops.checkpoint import atomic_write_bytes
 from clfops.data.augment import Augment, AugmentError
 from clfops.data.sources import load_source
 
@@ -49,47 +51,52 @@ def preview_grid(
     """Write a PNG of ``n`` originals (odd rows) above their augmented versions (even rows).
 
     Runs the exact training pipeline (uint8 -> [0, 1] -> augment -> normalise with mean/std) and
-    de-normalises for display, so what is shown is what the model gets.
+    de-normalises for display, so what is shown is what the model gets. One mosaic image on one Axes: 0.1 s,
+    where 32 subplots (and a second, "tight" draw to measure them) took 0.45 s of every augmenting run.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     if x_uint8.dtype != torch.uint8 or x_uint8.ndim != 4:
         raise AugmentError(
             f"preview_grid expects uint8 (N, C, H, W) images, got {x_uint8.dtype} {tuple(x_uint8.shape)}"
         )
     n = max(1, min(int(n), x_uint8.shape[0]))
-    ch = x_uint8.shape[1]
+    ch, h, w = x_uint8.shape[1:]
     m, s = _per_channel(mean, ch), _per_channel(std, ch)
     orig = x_uint8[:n].float().div_(255)
     model_input = (augment(orig.clone(), gen) - m) / s
     shown = (model_input * s + m).clamp_(0, 1)
 
     cols = min(n, 8)
-    groups = math.ceil(n / cols)
-    fig, axes = plt.subplots(2 * groups, cols, figsize=(1.3 * cols, 1.4 * 2 * groups), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
+    rows = 2 * math.ceil(n / cols)
+    gap = max(2, w // 10)  # white pixels between tiles
+    mosaic = torch.ones(rows * (h + gap), cols * (w + gap), ch)
     for i in range(n):
         g, col = divmod(i, cols)
         for row, img in ((2 * g, orig[i]), (2 * g + 1, shown[i])):
-            ax = axes[row][col]
-            if ch == 1:
-                ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            else:
-                ax.imshow(img.permute(1, 2, 0).numpy(), interpolation="nearest")
-        if col == 0:
-            axes[2 * g][0].set_title("original", fontsize=7, loc="left")
-            axes[2 * g + 1][0].set_title("augmented", fontsize=7, loc="left")
+            y0, x0 = row * (h + gap) + gap // 2, col * (w + gap) + gap // 2
+            mosaic[y0 : y0 + h, x0 : x0 + w] = img.permute(1, 2, 0)
+    inch_per_px = 1.3 / (w + gap)  # each tile about 1.3 in wide; the figure has the mosaic's aspect ratio
+    fig = Figure(figsize=(cols * (w + gap) * inch_per_px + 0.6, rows * (h + gap) * inch_per_px + 0.5))
+    FigureCanvasAgg(fig)
+    left, top = 0.6 / fig.get_figwidth(), 0.5 / fig.get_figheight()  # room for the row labels and the title
+    ax = fig.add_axes((left, 0.0, 1.0 - left, 1.0 - top))
+    grey = ch == 1
+    image = mosaic[..., 0] if grey else mosaic
+    ax.imshow(image, cmap="gray" if grey else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    for row in range(rows):
+        label = "augmented" if row % 2 else "original"
+        ax.text(-gap, row * (h + gap) + (h + gap) / 2, label, ha="right", va="center", rotation=90, fontsize=7)
     fig.suptitle(
         f"{augment.config}\nmodel input range [{model_input.min():.2f}, {model_input.max():.2f}]",
         fontsize=6,
         wrap=True,
+        y=1.0 - 0.05 / fig.get_figheight(),
+        va="top",
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)

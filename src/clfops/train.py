@@ -248,7 +248,8 @@ def _test_and_save(
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
     manifest = manifest_for(cfg, source, module, tracker)
     model_dir = save_model(run_dir / "model", module.net, manifest)
-    test = test_best(cfg, run_dir, source, splits, module, manifest, tracker)
+    inference = "bf16-mixed" if str(trainer.precision).startswith("bf16") else "32-true"  # as validation ran
+    test = test_best(cfg, run_dir, source, splits, module, manifest, tracker, inference)
     logger.log_metrics(test, step=trainer.global_step)  # metrics.csv + MLflow + TensorBoard, like the rest
     logger.save(durable=True)
     test_s = time.perf_counter() - t_test  # best weights loaded, model files, test set + report

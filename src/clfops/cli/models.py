@@ -23,6 +23,13 @@ from clfops.cli.base import STORE_HELP, friendly, main
 @click.option("--tracking-uri", help="Tracking store (default: the run's own, else $MLFLOW_TRACKING_URI).")
 @click.option("--top-k-grid", "grid", default=16, show_default=True, help="Misclassified examples to show.")
 @click.option("--save-predictions", is_flag=True, help="Also write predictions.csv (one row per image).")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "32-true", "bf16-mixed"]),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 where the CPU has it natively (as training's precision=auto), else fp32.",
+)
 @friendly
 def evaluate(
     run_dir: str | None,
@@ -36,6 +43,7 @@ def evaluate(
     tracking_uri: str | None,
     grid: int,
     save_predictions: bool,
+    precision: str,
 ) -> None:
     """Evaluate a trained model: classification report, plots, report.html, optionally logged to MLflow."""
     from pathlib import Path
@@ -55,6 +63,7 @@ def evaluate(
         tracking_uri=tracking_uri,
         grid=grid,
         save_predictions=save_predictions,
+        precision=precision,
     )
     print_summary(run_evaluate(request))
 

@@ -177,6 +177,7 @@ def test_cli_writes_every_file_and_logs_back_to_the_run(trained: dict, cli_eval)
     for name in (*OUTPUTS, "predictions.csv"):
         assert (out / name).stat().st_size > 0, name
     report = _report(out)
+    assert report["precision"] == "32-true"  # --precision auto: the run's own (TINY trains and tests in fp32)
     # Same weights, same preprocessing, same test images (the run's data.test_limit) as at the end of training.
     n = trained["images"]["test"]
     assert report["images"] == n

@@ -45,8 +45,8 @@ class EvalRequest:
     tracking_uri: str | None = None  # default: the run's own store (run.json), else $MLFLOW_TRACKING_URI
     grid: int = 16  # misclassified examples shown
     save_predictions: bool = False
-    # auto: as training's precision=auto (bf16 where the CPU has it natively, else fp32), so on the training
-    # machine the run's own test report is reproduced exactly; 32-true for fp32 anywhere.
+    # auto: the model's run's own trainer.precision where its config is known (its test report is reproduced
+    # exactly), else training's rule (bf16 where the CPU has it natively, else fp32); 32-true: fp32 anywhere.
     precision: str = "auto"
 
 
@@ -145,6 +145,17 @@ def evaluate_net(
     return EvalResult(report, eval_metrics(report), out_dir, files, len(split) / max(seconds, 1e-9), provenance.source)
 
 
+def _inference_precision(asked: str, run_config: Any) -> str:
+    """`auto`: the precision the model's run tested in, where its config is known (its trainer.precision, with
+    training's rule for `auto`), so its test report is reproduced exactly; else training's rule on this CPU."""
+    from clfops.hardware import resolve_precision
+
+    if asked != "auto":
+        return asked
+    trained = str(run_config.trainer.precision) if run_config is not None else "auto"
+    return "bf16-mixed" if resolve_precision(trained, "cpu").startswith("bf16") else "32-true"
+
+
 def _resolve_model(request: EvalRequest) -> ModelSource:
     from clfops.report import inputs
 
@@ -171,15 +182,15 @@ def _slug(data: str) -> str:
 def evaluate(request: EvalRequest) -> EvalResult:
     """`clfops evaluate`: resolve model and data, evaluate, write the report, log to MLflow when asked."""
     from clfops import config as C
-    from clfops.hardware import configure_threads, resolve_precision
+    from clfops.hardware import configure_threads
 
     if request.batch_size < 1 or request.grid < 0:
         raise EvaluateError(f"--batch-size {request.batch_size} / --top-k-grid {request.grid}: need >= 1 / >= 0")
     configure_threads(None)
-    precision = resolve_precision(request.precision, "cpu")
-    if precision not in INFERENCE_PRECISIONS:
+    if request.precision != "auto" and request.precision not in INFERENCE_PRECISIONS:
         raise EvaluateError(f"--precision {request.precision}: choose auto, {' or '.join(INFERENCE_PRECISIONS)}")
     model = _resolve_model(request)
+    precision = _inference_precision(request.precision, model.config)
     data = load_eval_data(request.data, model)
     base = model.run_dir if model.run_dir is not None and model.run_dir.is_dir() else Path(".")
     out_dir = Path(request.out) if request.out else base / f"eval{_slug(request.data)}"

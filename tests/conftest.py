@@ -35,6 +35,19 @@ TINY = [
 ]
 
 
+# What every run of the default recipe leaves in its run dir, and logs to its MLflow run.
+RUN_FILES = (
+    "config.yaml",
+    "overrides.yaml",
+    "metrics.csv",
+    "train.log",
+    "summary.json",
+    "model_summary.txt",
+    "learning_curves.png",
+    "augment_preview.png",  # the default recipe flips
+)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> str:
     """A fresh SQLite MLflow store for this test."""

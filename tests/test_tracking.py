@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from clfops.tracking import TrackingError
 from clfops.train import train
-from conftest import TINY, run_cli
+from conftest import RUN_FILES, TINY, run_cli
 
 
 def test_run_logs_params_tags_metrics_and_artifacts(compose, store: str) -> None:
@@ -55,16 +55,7 @@ def test_run_logs_params_tags_metrics_and_artifacts(compose, store: str) -> None
     steps = [m.step for m in client.get_metric_history(summary["run_id"], "train/loss")]
     assert steps == [1, 3, 5]  # 7 steps of 64 images (480 train); every 2nd step (the 2nd, 4th, 6th)
     artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
-    expected = {
-        "config.yaml",
-        "overrides.yaml",
-        "metrics.csv",
-        "train.log",
-        "summary.json",
-        "model_summary.txt",
-        "learning_curves.png",
-    }
-    assert expected <= artifacts, artifacts
+    assert set(RUN_FILES) <= artifacts, artifacts
     assert list((Path(summary["run_dir"]) / "tensorboard").glob("events.out.tfevents.*"))
 
 

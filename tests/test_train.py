@@ -15,18 +15,7 @@ from clfops.data.sources import load_source
 from clfops.export import load_model, preprocess
 from clfops.recorder import read_metrics
 from clfops.train import train
-from conftest import run_cli
-
-RUN_FILES = (
-    "config.yaml",
-    "overrides.yaml",
-    "metrics.csv",
-    "train.log",
-    "summary.json",
-    "model_summary.txt",
-    "learning_curves.png",
-    "augment_preview.png",  # the default recipe flips
-)
+from conftest import RUN_FILES, run_cli
 
 
 def test_train_writes_run_dir_and_summary(compose, store: str) -> None:

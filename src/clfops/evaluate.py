@@ -96,6 +96,11 @@ class EvalResult:
 INFERENCE_PRECISIONS = ("32-true", "bf16-mixed")
 
 
+def _check_precision(precision: str, auto_ok: bool) -> None:
+    if precision not in INFERENCE_PRECISIONS and not (auto_ok and precision == "auto"):
+        raise EvaluateError(f"--precision {precision}: choose auto, {' or '.join(INFERENCE_PRECISIONS)}")
+
+
 def predict_logits(
     net: nn.Module, manifest: Manifest, images: torch.Tensor, batch_size: int = 256, precision: str = "32-true"
 ) -> torch.Tensor:
@@ -105,8 +110,7 @@ def predict_logits(
     CPU with native bf16 (10k Fashion-MNIST test images with test-time flip: ~0.5 s vs ~1.8 s for fp32)."""
     if batch_size < 1:
         raise EvaluateError(f"--batch-size {batch_size}: must be >= 1")
-    if precision not in INFERENCE_PRECISIONS:
-        raise EvaluateError(f"--precision {precision}: choose auto, {' or '.join(INFERENCE_PRECISIONS)}")
+    _check_precision(precision, auto_ok=False)
     mean = torch.tensor(manifest.mean).view(1, -1, 1, 1)
     std = torch.tensor(manifest.std).view(1, -1, 1, 1)
     scale, shift = 1.0 / (255.0 * std), -mean / std  # (x/255 - mean)/std as one multiply-add, as Classifier
@@ -187,8 +191,7 @@ def evaluate(request: EvalRequest) -> EvalResult:
     if request.batch_size < 1 or request.grid < 0:
         raise EvaluateError(f"--batch-size {request.batch_size} / --top-k-grid {request.grid}: need >= 1 / >= 0")
     configure_threads(None)
-    if request.precision != "auto" and request.precision not in INFERENCE_PRECISIONS:
-        raise EvaluateError(f"--precision {request.precision}: choose auto, {' or '.join(INFERENCE_PRECISIONS)}")
+    _check_precision(request.precision, auto_ok=True)  # before a model is resolved (maybe downloaded)
     model = _resolve_model(request)
     precision = _inference_precision(request.precision, model.config)
     data = load_eval_data(request.data, model)

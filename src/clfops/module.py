@@ -144,7 +144,8 @@ class Classifier(L.LightningModule):
 
     # ----- epoch hooks ---------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        if self._resumed_mid_epoch:  # generator and running sums came from the checkpoint
+        if self._resumed_mid_epoch:  # generator and running sums came from the checkpoint (on the CPU)
+            self._loss_sum, self._correct = self._loss_sum.to(self.device), self._correct.to(self.device)
             return
         # Augmentation randomness is a function of (seed, epoch, rank): a resumed run replays it exactly,
         # and DDP ranks draw different crops/flips.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -70,6 +71,9 @@ def quiet_libraries() -> None:
 
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow sets its loggers' level from this when it is first imported (later than this, in a run): INFO
+    # unless told otherwise, e.g. "Validating input example against model signature" at every model log.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for pattern in (
         ".*LeafSpec.*",
         ".*smaller than the logging interval.*",

@@ -26,3 +26,26 @@ def test_train_help_lists_groups_and_choices() -> None:
     assert proc.returncode == 0
     for text in ("model", "fast_cnn", "resnet18", "scheduler", "onecycle", "plateau", "augment", "strong"):
         assert text in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["evaluate", "--run-dir", "x", "--precision", "bogus"], "Invalid value for '--precision'"),
+        (["promote", "--bogus"], "No such option '--bogus'"),
+        (["predict"], "Missing argument 'SOURCES...'"),
+        (["nosuch"], "No such command 'nosuch'"),
+    ],
+)
+def test_option_mistakes_are_one_line_with_exit_2(argv: list[str], expected: str) -> None:
+    """Click's own usage errors read like every other clfops error: one line, naming where help is."""
+    proc = subprocess.run([sys.executable, "-m", "clfops.cli", *argv], capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("clfops: error: ") and expected in lines[0], proc.stderr
+    assert "--help" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_bare_command_prints_help() -> None:
+    proc = subprocess.run([sys.executable, "-m", "clfops.cli"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout.startswith("Usage: clfops") and "train" in proc.stdout

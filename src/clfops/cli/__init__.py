@@ -8,6 +8,8 @@ tuning.py and data.py; importing them registers them on `main`.
 
 import sys
 
+import click
+
 from clfops.cli import data, models, runs, server, tuning  # noqa: F401 — registers the commands
 from clfops.cli.base import main, quick_exit
 
@@ -15,13 +17,28 @@ __all__ = ["entry", "main"]
 
 
 def entry() -> None:
-    """The `clfops` executable: `main`, then a quick exit once a command has loaded torch (see quick_exit)."""
+    """The `clfops` executable: `main`, then a quick exit once a command has loaded torch (see quick_exit).
+
+    Click's own usage errors (an unknown option, a value outside an option's choices, a missing argument) are
+    printed like every other user mistake: one line naming what is wrong and where help is, exit 2."""
     try:
-        main()
+        code = main.main(prog_name="clfops", standalone_mode=False)
+        code = code if isinstance(code, int) else 0
+    except click.exceptions.NoArgsIsHelpError as err:  # bare `clfops` or a bare group: the help, as click does
+        click.echo(err.format_message())
+        code = err.exit_code
+    except click.UsageError as err:
+        command = err.ctx.command_path if err.ctx is not None else "clfops"
+        click.echo(f"clfops: error: {err.format_message()} (see '{command} --help')", err=True)
+        code = err.exit_code
+    except click.ClickException as err:
+        click.echo(f"clfops: error: {err.format_message()}", err=True)
+        code = err.exit_code
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        code = 1
     except SystemExit as done:
         code = done.code
-    else:
-        code = 0
     if "torch" in sys.modules:
         quick_exit(code)
     sys.exit(code)

@@ -4,7 +4,7 @@
 
 Both run the default model (configs/train.yaml: quick_cnn, untrained weights: speed does not depend on them)
 over the 10,000 Fashion-MNIST test images, batch 256. The plain loop is what a careful script writes:
-slice, float, normalise, forward, collect logits. The clfops side is `clfops.evaluate.predict_logits` (the
+slice, float, normalise, forward, collect logits. The clfops side is `clfops.evaluation.evaluate.predict_logits` (the
 inference `clfops evaluate` runs) followed by `report_from_arrays` (every number of the report), so the ratio
 includes the metric computation; the figures and report.html are a fixed cost reported separately.
 The two sides are interleaved in chunks of --chunk images (plain, clfops, clfops, plain, ...), each side timed
@@ -24,11 +24,11 @@ import torch
 
 from clfops import config as C
 from clfops.data.sources import load_source
-from clfops.evaluate import Provenance, evaluate_net, predict_logits
-from clfops.export import Manifest
+from clfops.evaluation.evaluate import Provenance, evaluate_net, predict_logits
+from clfops.evaluation.metrics import prediction_arrays, report_from_arrays
 from clfops.hardware import configure_threads, cpu_description
 from clfops.models import create_model
-from clfops.report.metrics import prediction_arrays, report_from_arrays
+from clfops.serving.saved_model import Manifest
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 HEADING = "## Evaluation throughput"

@@ -21,9 +21,10 @@ from pathlib import Path
 import mlflow
 import torch
 
-from clfops.export import Manifest, save_model
 from clfops.models import create_model
-from clfops.tracking import Tracker, log_model
+from clfops.registry.store import log_model
+from clfops.serving.saved_model import Manifest, save_model
+from clfops.tracking import Tracker
 
 
 def main() -> None:

@@ -88,7 +88,7 @@ def latency(uri: str, calls: int, metrics: int) -> dict[str, list[float]]:
 
 
 def epoch_seconds(uri: str, root: Path, images: int, epochs: int) -> float:
-    from clfops.train import train
+    from clfops.training.train import train
 
     overrides = [
         f"run.root={root}",

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/tracking_overhead.py [--pairs 4] [--images N] [--every 50]
 
-Every run is the real `clfops.train.train` (fashion_mnist, fast_cnn, the default recipe's batches and
+Every run is the real `clfops.training.train.train` (fashion_mnist, fast_cnn, the default recipe's batches and
 precision) with a local SQLite store, 1 epoch of the default 48k training images (or the first `--images`),
 test set cut to 1,000 images, no model logging; `tracking.log_every_n_steps=--every`
 (50 is the default; 1 logs 50x more often to make the cost visible). Two measurements:
@@ -38,9 +38,9 @@ from mlflow.tracking import MlflowClient
 
 from clfops import config as C
 from clfops.hardware import cpu_description
-from clfops.recorder import RunLogger
 from clfops.tracking import Tracker
-from clfops.train import train
+from clfops.training.recorder import RunLogger
+from clfops.training.train import train
 
 
 def mlflow_threads_cpu() -> dict[int, float]:

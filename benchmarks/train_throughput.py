@@ -59,8 +59,8 @@ def clfops_fit(cfg) -> tuple[float, float]:
     steps alone: each epoch's `throughput_img_s` from metrics.csv, i.e. what `plain` times)."""
     from pathlib import Path
 
-    from clfops.recorder import read_metrics
-    from clfops.train import train
+    from clfops.tracking.rundirs import read_metrics
+    from clfops.training.train import train
 
     summary = train(cfg, [])
     per_epoch = summary["images"]["train"] // cfg.data.batch_size * cfg.data.batch_size

@@ -7,7 +7,7 @@ import torch
 
 from clfops.data import DataError
 from clfops.data.augment import PRESETS, Augment, AugmentConfig, AugmentError
-from clfops.preview import preview_grid
+from clfops.training.preview import preview_grid
 from conftest import run_cli
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from clfops import config as C
-from clfops.compare import parse_vary, run_study
 from clfops.tracking import PARENT_TAG, child_run_ids, client
-from clfops.tune import TuningError
+from clfops.tuning import TuningError
+from clfops.tuning.compare import parse_vary, run_study
 from conftest import TINY, run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"

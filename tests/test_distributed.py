@@ -15,13 +15,13 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from clfops import config as C
-from clfops.checkpoint import load_checkpoint
 from clfops.data import Split
 from clfops.data.loader import eval_loader, make_splits, train_loader
 from clfops.data.sources import load_source
-from clfops.distributed import job_shape, process_rank
-from clfops.export import load_model, preprocess
-from clfops.train import train
+from clfops.safe_files import load_checkpoint
+from clfops.serving.saved_model import load_model, preprocess
+from clfops.training.distributed import job_shape, process_rank
+from clfops.training.train import train
 from conftest import CLFOPS, TINY, run_cli
 
 # Two processes of a tiny MLP: each process start (imports, data) costs a few seconds on 2 cores.

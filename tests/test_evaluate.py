@@ -25,11 +25,11 @@ from PIL import Image
 
 from clfops import config as C
 from clfops.cli import main as cli_main
-from clfops.evaluate import EvalRequest, EvaluateError, evaluate, predict_logits
-from clfops.export import load_model
-from clfops.report.inputs import from_model_uri
-from clfops.report.metrics import confusion, eval_metrics, evaluate_predictions, most_confused, prediction_arrays
-from clfops.train import train
+from clfops.evaluation.evaluate import EvalRequest, EvaluateError, evaluate, predict_logits
+from clfops.evaluation.inputs import from_model_uri
+from clfops.evaluation.metrics import confusion, eval_metrics, evaluate_predictions, most_confused, prediction_arrays
+from clfops.serving.saved_model import load_model
+from clfops.training.train import train
 from conftest import TINY, run_cli
 
 OUTPUTS = (

@@ -19,8 +19,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from clfops import config as C
-from clfops.export import ModelFileError, load_model, preprocess
-from clfops.train import train
+from clfops.serving.saved_model import ModelFileError, load_model, preprocess
+from clfops.training.train import train
 from conftest import TINY
 
 AUTO_NAME = "auto-registered"  # tracking.register_as of the shared run

@@ -3,15 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clfops.models import (
-    ModelError,
-    ModelSpec,
-    count_params,
-    create_model,
-    list_models,
-    model_spec,
-    register_model,
-)
+from clfops.models import ModelError, ModelSpec, count_params, create_model, list_models, model_spec, register_model
 
 EXPECTED = {"mlp", "cnn", "resnet18", "fast_cnn", "quick_cnn", "air_cnn"}
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clfops.export import load_model
-from clfops.predict import PredictError, expand_sources, load_for_predict, predict_sources
+from clfops.serving.predict import PredictError, expand_sources, load_for_predict, predict_sources
+from clfops.serving.saved_model import load_model
 from conftest import run_cli
 from test_model_logging import reference_predictions, sample_images, shared_run
 

@@ -17,8 +17,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from clfops import config as C
-from clfops.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint
-from clfops.train import train
+from clfops.safe_files import CheckpointError, atomic_write_bytes, load_checkpoint
+from clfops.training.train import train
 from conftest import run_cli
 
 # 3 epochs x 37 steps (1,200 train images, 32 a batch): the kill lands mid-epoch 2 whatever the machine's
@@ -203,14 +203,14 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path: Path, store: str) -> None
 def test_nan_loss_keeps_the_last_good_checkpoint(finished_run: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     last = Path(finished_run["run_dir"]) / "checkpoints" / "last.ckpt"
     before = hashlib.sha256(last.read_bytes()).hexdigest()
-    import clfops.module
+    import clfops.training.module
 
     def diverged(logits: torch.Tensor, target: torch.Tensor, **kwargs: object) -> torch.Tensor:
         return (logits.sum() * float("nan")).float()
 
-    monkeypatch.setattr(clfops.module.F, "cross_entropy", diverged)
+    monkeypatch.setattr(clfops.training.module.F, "cross_entropy", diverged)
     overrides = [f"resume={finished_run['run_dir']}", "trainer.max_epochs=3"]
-    with pytest.raises(clfops.module.NonFiniteLossError, match="loss became nan at epoch 2"):
+    with pytest.raises(clfops.training.module.NonFiniteLossError, match="loss became nan at epoch 2"):
         train(C.compose("train", overrides), overrides)
     assert hashlib.sha256(last.read_bytes()).hexdigest() == before
     assert json.loads((Path(finished_run["run_dir"]) / "status.json").read_text())["status"] == "FAILED"

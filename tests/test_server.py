@@ -28,7 +28,7 @@ import mlflow.artifacts
 import pytest
 from mlflow.tracking import MlflowClient
 
-from clfops.train import train
+from clfops.training.train import train
 from conftest import CLFOPS, S3_KEY, S3_SECRET, free_port, pg_database, run_cli
 
 PG_PORT, MYSQL_PORT = 5432, 3306
@@ -191,7 +191,7 @@ def test_postgres_backend_train_read_back_and_ctrl_c(tmp_path: Path, compose) ->
 def test_mariadb_backend_with_s3_artifacts(tmp_path: Path, compose, seaweed: dict[str, str]) -> None:
     import boto3
 
-    from clfops.export import load_model
+    from clfops.serving.saved_model import load_model
 
     with mysql_database() as db, clfops_server(
         tmp_path, "--backend-store-uri", f"mysql://root@127.0.0.1:{MYSQL_PORT}/{db}",

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from clfops.data import idx as idx_module
 from clfops.data.idx import FASHION_MNIST_CLASSES, load_idx_dataset
-from clfops.train import train
+from clfops.training.train import train
 from conftest import run_cli
 from test_data_readers import make_idx_dataset, write_idx
 

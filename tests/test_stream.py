@@ -15,7 +15,7 @@ from PIL import Image
 from clfops.data import DataError
 from clfops.data.pack import pack
 from clfops.data.stream import S3Options
-from clfops.train import train
+from clfops.training.train import train
 from conftest import run_cli
 
 CLASSES = ("bright", "dark", "stripes")
@@ -106,7 +106,7 @@ def test_stream_resume_continues_exactly(tmp_path: Path, image_folder: Path, com
     """1 epoch, then resume to 2 == 2 epochs straight: litdata's loader state travels in the checkpoint
     (a constant LR, so the shorter first run trains exactly like the first epoch of the longer one)."""
     from clfops import config as C
-    from clfops.recorder import read_metrics
+    from clfops.tracking.rundirs import read_metrics
 
     dest = tmp_path / "shards"
     pack(str(image_folder), str(dest), 0.2, 0, "1MB", S3Options.from_env(), None)

@@ -12,11 +12,11 @@ import yaml
 
 from clfops import config as C
 from clfops.config import ConfigError
-from clfops.search_space import Param, first_values, load_space
-from clfops.sweep import SweepSettings, run_sweep
-from clfops.sweep_storage import storage_url
 from clfops.tracking import PARENT_TAG, child_run_ids, client
-from clfops.tune import TuningError
+from clfops.tuning import TuningError
+from clfops.tuning.search_space import Param, first_values, load_space
+from clfops.tuning.storage import storage_url
+from clfops.tuning.sweep import SweepSettings, run_sweep
 from conftest import pg_database, run_cli
 
 # One epoch, constant LR, batch 32: enough steps for val/acc to separate a good LR from a hopeless one.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from clfops.train import train
+from clfops.training.train import train
 from conftest import run_cli
 
 

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from clfops.tracking import TrackingError
-from clfops.train import train
+from clfops.training.train import train
 from conftest import RUN_FILES, TINY, run_cli
 
 
@@ -119,12 +119,12 @@ def test_signal_ends_run_killed(tmp_path: Path, sig: int, code: int) -> None:
 
 
 def test_exception_in_training_ends_run_failed_with_the_message(compose, store: str, monkeypatch) -> None:
-    import clfops.module
+    import clfops.training.module
 
     def broken(self, batch, batch_idx):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(clfops.module.Classifier, "training_step", broken)
+    monkeypatch.setattr(clfops.training.module.Classifier, "training_step", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         train(compose("run.name=broken"))
     run = MlflowClient(store).search_runs([MlflowClient(store).get_experiment_by_name("fashion_mnist").experiment_id])[

@@ -12,9 +12,9 @@ from mlflow.tracking import MlflowClient
 
 from clfops.data.loader import make_splits, train_loader
 from clfops.data.sources import load_source
-from clfops.export import load_model, preprocess
-from clfops.recorder import read_metrics
-from clfops.train import train
+from clfops.serving.saved_model import load_model, preprocess
+from clfops.tracking.rundirs import read_metrics
+from clfops.training.train import train
 from conftest import RUN_FILES, run_cli
 
 

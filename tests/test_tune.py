@@ -10,8 +10,8 @@ import pytest
 
 from clfops import config as C
 from clfops.tracking import client
-from clfops.tune import (
-    TuningError,
+from clfops.tuning import TuningError
+from clfops.tuning.finders import (
     batch_size_find,
     lr_find,
     pick_batch_size,

@@ -2,15 +2,15 @@
 
 `clfops --help` and `clfops train --help` import only click: torch, Lightning and MLflow load inside the
 command that needs them. Every user mistake arrives as an exception whose message is one line; it is printed
-as `clfops: error: ...` with exit code 2 (never a traceback). Commands live in runs.py, models.py, server.py,
-tuning.py and data.py; importing them registers them on `main`.
+as `clfops: error: ...` with exit code 2 (never a traceback). Commands live in training.py, evaluation.py,
+registry.py, server.py, tuning.py and data.py; importing them registers them on `main`.
 """
 
 import sys
 
 import click
 
-from clfops.cli import data, models, runs, server, tuning  # noqa: F401 — registers the commands
+from clfops.cli import data, evaluation, registry, server, training, tuning  # noqa: F401 — registers the commands
 from clfops.cli.base import main, quick_exit
 
 __all__ = ["entry", "main"]

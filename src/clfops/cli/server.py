@@ -53,8 +53,8 @@ def server(
     insecure: bool,
 ) -> None:
     """Start a team MLflow tracking server (checked first); Ctrl-C stops it and all its workers."""
-    from clfops.server import ServerSettings, serve
-    from clfops.server_checks import ServerError
+    from clfops.server.checks import ServerError
+    from clfops.server.serve import ServerSettings, serve
 
     settings = ServerSettings(
         backend_store_uri=backend_store_uri,

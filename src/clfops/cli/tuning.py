@@ -22,8 +22,9 @@ def lr_find(overrides: tuple[str, ...], min_lr: float, max_lr: float, steps: int
     from pathlib import Path
 
     from clfops.config import compose
-    from clfops.tune import TuningError, log_lr_find, write_lr_find
-    from clfops.tune import lr_find as run_lr_find
+    from clfops.tuning import TuningError
+    from clfops.tuning.finders import log_lr_find, write_lr_find
+    from clfops.tuning.finders import lr_find as run_lr_find
 
     cfg = compose("train", list(overrides))
     with tempfile.TemporaryDirectory(prefix="clfops-lr-find-") as tmp:
@@ -52,7 +53,8 @@ def batch_size_find(overrides: tuple[str, ...], sizes: str, steps: int, warmup: 
     from pathlib import Path
 
     from clfops.config import compose
-    from clfops.tune import TuningError, batch_size_find, pick_batch_size, print_batch_sizes, write_batch_size
+    from clfops.tuning import TuningError
+    from clfops.tuning.finders import batch_size_find, pick_batch_size, print_batch_sizes, write_batch_size
 
     try:
         size_list = [int(v) for v in sizes.split(",") if v.strip()]
@@ -97,7 +99,7 @@ def compare(
         raise UserError("compare: --runs builds a table of existing runs; leave out --group and --vary")
     if not from_runs and (not group or not vary):
         raise UserError("compare: give --group NAME and --vary KEY=V1,V2,... (or --runs ID ID...)")
-    from clfops.compare import compare_runs, print_table, run_study
+    from clfops.tuning.compare import compare_runs, print_table, run_study
 
     if from_runs:
         folder = Path(out) if out else Path("studies") / f"runs-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -138,7 +140,7 @@ def sweep(
     """Optuna search (TPE, median pruning on val/acc) over --space; the best recipe as an override file."""
     from pathlib import Path
 
-    from clfops.sweep import SweepSettings, run_sweep
+    from clfops.tuning.sweep import SweepSettings, run_sweep
 
     settings = SweepSettings(
         trials=trials,

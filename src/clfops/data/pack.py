@@ -13,15 +13,7 @@ import torch
 
 from clfops.data import DataError, Source, Split
 from clfops.data.loader import make_splits
-from clfops.data.stream import (
-    INDEX,
-    NAMED,
-    SPLIT_NAMES,
-    S3Options,
-    StreamIndex,
-    _first_line,
-    _location,
-)
+from clfops.data.stream import INDEX, NAMED, SPLIT_NAMES, S3Options, StreamIndex, _first_line, _location
 
 
 def resolve_source(src: str) -> Source:
@@ -130,7 +122,7 @@ def _upload(local: Path, where: tuple[str, str], s3: S3Options) -> None:
 def _write_index(index: StreamIndex, dest: str, where: tuple[str, str] | None, s3: S3Options) -> None:
     text = json.dumps(asdict(index), indent=2) + "\n"
     if where is None:
-        from clfops.checkpoint import atomic_write_text
+        from clfops.safe_files import atomic_write_text
 
         atomic_write_text(Path(dest) / INDEX, text)
     else:

@@ -1,288 +1,24 @@
-"""Every MLflow call clfops makes lives in this package: here store setup, runs, params, tags, metrics and
-artifacts; in artifacts.py, registry.py and studies.py what evaluate, the registry and studies need.
+"""Every MLflow tracking call clfops makes lives in this package; this module only re-exports.
+
+- store.py: the store (URI, reachability, SQLite setup under a lock), `Tracker` (one MLflow run)
+- artifacts.py: finding runs, downloading their artifacts and models, logging evaluations
+- studies.py: parent/child runs of compare and sweep
+- rundirs.py: run directories, the local copy (create, lock, status.json, `clfops runs`, metrics.csv)
+- sync.py: `clfops sync`, uploading a run dir the store lacks
+- redact.py: URIs with credentials hidden
 
 MLflow is the source of truth for runs; the run directory is the local copy that survives a lost server.
-Metric points go through `log_batch(synchronous=False)` (MLflow's async queue) and are flushed before the
-run ends, so logging costs the training loop almost nothing. A server that stops answering mid-run turns
-the tracker offline with one warning: training goes on and `clfops sync RUN_DIR` uploads it later.
+The model registry and model logging live in `clfops.registry`.
 """
 
-from __future__ import annotations
-
-import contextlib
-import fcntl
-import logging
-import os
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
-from clfops.errors import UserError
-
-log = logging.getLogger("clfops")
-
-DEFAULT_URI = "sqlite:///mlflow.db"
-STATUSES = ("FINISHED", "FAILED", "KILLED")
-
-
-class TrackingError(UserError):
-    """Tracking cannot start (server unreachable, bad URI, unknown run): one line for the user."""
-
-
-def resolve_uri(uri: str | None) -> str:
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-
-
-def _check_reachable(uri: str, timeout_s: float) -> None:
-    """Fail in seconds, not minutes: MLflow's own client retries an unreachable server for a long time."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
-            return
-    except urllib.error.HTTPError as err:
-        if err.code in (401, 403):
-            return  # reachable; authentication is checked by the first real call
-        raise TrackingError(f"tracking server {uri} answered HTTP {err.code} on /health") from None
-    except (OSError, ValueError) as err:
-        reason = getattr(err, "reason", err)
-        raise TrackingError(
-            f"tracking server {uri} is unreachable ({reason}): start it (clfops server) or set "
-            "tracking.uri / MLFLOW_TRACKING_URI, or tracking.enabled=false"
-        ) from None
-
-
-@contextlib.contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
-    """Serialise the first use of a SQLite store: concurrent first migrations corrupt it."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    db = Path(uri.removeprefix("sqlite:///"))
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def client(uri: str | None = None, timeout_s: float = 10.0):  # -> MlflowClient
-    """An MlflowClient on `uri` (checked reachable); the SQLite schema is created once, under a lock."""
-    uri = resolve_uri(uri)
-    _check_reachable(uri, timeout_s)
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    from mlflow.tracking import MlflowClient
-
-    with _store_lock(uri):
-        from clfops.tracking.sqlite_template import seed_sqlite_store
-
-        seed_sqlite_store(uri)  # a new SQLite store: a copy of a migrated template, not ~3 s of migrations
-        c = MlflowClient(tracking_uri=uri)
-        c.search_experiments(max_results=1)  # forces store creation + migration while we hold the lock
-    return c
-
-
-def _experiment_id(c: Any, name: str, uri: str) -> str:
-    with _store_lock(uri):
-        exp = c.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return c.create_experiment(name)
-        except MlflowException:  # created by a concurrent process in between
-            return c.get_experiment_by_name(name).experiment_id
-
-
-class Tracker:
-    """One MLflow run. `offline` becomes True when the server stops answering; nothing raises then."""
-
-    def __init__(self, mlflow_client: Any, run_id: str, uri: str) -> None:
-        self.client, self.run_id, self.uri = mlflow_client, run_id, uri
-        self.offline = False
-        self.run_dir: Path | None = None  # named in the offline warning
-        self.points_logged = 0
-        self._pending: list[Any] = []  # RunOperations of async log_batch calls, waited on in flush()
-
-    @classmethod
-    def start(cls, uri: str | None, experiment: str, run_name: str, tags: dict[str, str], timeout_s: float) -> Tracker:
-        uri = resolve_uri(uri)
-        try:
-            c = client(uri, timeout_s)
-            exp_id = _experiment_id(c, experiment, uri)
-            run = c.create_run(exp_id, run_name=run_name, tags=tags)
-        except TrackingError:
-            raise
-        except Exception as err:
-            raise TrackingError(f"cannot start an MLflow run on {uri}: {_first_line(err)}") from None
-        return cls(c, run.info.run_id, uri)
-
-    @classmethod
-    def reopen(cls, uri: str | None, run_id: str, timeout_s: float) -> Tracker:
-        """Continue an existing run (resume): its status goes back to RUNNING."""
-        uri = resolve_uri(uri)
-        c = client(uri, timeout_s)
-        try:
-            c.get_run(run_id)
-            c.update_run(run_id, status="RUNNING")
-        except Exception as err:
-            raise TrackingError(f"cannot reopen MLflow run {run_id} on {uri}: {_first_line(err)}") from None
-        return cls(c, run_id, uri)
-
-    def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.offline:
-            return None
-        try:
-            return fn(*args, **kwargs)
-        except Exception as err:
-            self._go_offline(f"{what} failed: {_first_line(err)[:160]}")
-            return None
-
-    def _go_offline(self, reason: str) -> None:
-        self.offline = True
-        self._pending.clear()
-        # MLflow's async queue keeps retrying what it holds and logs each failure: one warning from us is enough.
-        logging.getLogger("mlflow.utils.async_logging").setLevel(logging.CRITICAL)
-        logging.getLogger("mlflow.utils.async_logging.async_logging_queue").setLevel(logging.CRITICAL)
-        log.warning(
-            f"tracking server {self.uri} stopped answering ({reason}); training goes on and the run dir keeps "
-            f"everything: run `clfops sync {self.run_dir or 'RUN_DIR'}` when the server is back"
-        )
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, _param_value(v)) for k, v in sorted(params.items())]
-        for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
-            self._guard("log_params", self.client.log_batch, self.run_id, params=items[i : i + 100])
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
-        self._guard("set_tags", self.client.log_batch, self.run_id, tags=items)
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        if items:
-            ops = self._guard("log_metrics", self.client.log_batch, self.run_id, metrics=items, synchronous=False)
-            if ops is not None:
-                self._pending.append(ops)
-                self.points_logged += len(items)
-
-    def flush(self) -> None:
-        """Wait until queued points are stored. A server that does not answer /health within 5 s is not
-        waited on (its queued calls would each retry for minutes): the tracker goes offline instead."""
-        if self.offline or not self._pending:
-            return
-        if self.uri.startswith(("http://", "https://")):
-            try:
-                _check_reachable(self.uri, timeout_s=5.0)
-            except TrackingError:
-                self._go_offline("no answer to /health")
-                return
-        pending, self._pending = self._pending, []
-        for ops in pending:
-            self._guard("log_metrics", ops.wait)
-
-    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        if path.exists():
-            self._guard("log_artifact", self.client.log_artifact, self.run_id, str(path), artifact_path)
-
-    def log_artifacts(self, directory: Path, artifact_path: str | None = None) -> None:
-        if directory.exists():
-            self._guard("log_artifacts", self.client.log_artifacts, self.run_id, str(directory), artifact_path)
-
-    def end(self, status: str, error: str | None = None) -> None:
-        """Flush queued points, record why it failed, set the terminal status."""
-        assert status in STATUSES, status
-        self.flush()
-        if error:
-            self.set_tags({"error": error})
-        self._guard("set_terminated", self.client.set_terminated, self.run_id, status)
-
-    def last_steps(self) -> dict[str, int]:
-        """The highest step already stored per metric: a resumed run does not send those points again."""
-        run = self._guard("get_run", self.client.get_run, self.run_id)
-        if run is None:
-            return {}
-        steps = {}
-        for key in run.data.metrics:
-            history = self._guard("get_metric_history", self.client.get_metric_history, self.run_id, key) or []
-            steps[key] = max((m.step for m in history), default=-1)
-        return steps
-
-    def artifact_uri(self) -> str | None:
-        run = self._guard("get_run", self.client.get_run, self.run_id)
-        return run.info.artifact_uri if run else None
-
-
-def run_dir_lookup(uri: str | None, timeout_s: float = 10.0) -> Any:
-    """A function run_id -> the local run dir recorded in the run's `clfops.run_dir` tag (for resume=ID)."""
-
-    def lookup(run_id: str) -> str:
-        try:
-            run = client(uri, timeout_s).get_run(run_id)
-        except TrackingError:
-            raise
-        except Exception as err:
-            raise TrackingError(f"unknown MLflow run {run_id} on {resolve_uri(uri)}: {_first_line(err)}") from None
-        path = run.data.tags.get("clfops.run_dir")
-        if not path:
-            raise TrackingError(f"MLflow run {run_id} has no clfops.run_dir tag: resume from its run dir instead")
-        return path
-
-    return lookup
-
-
-def _param_value(value: Any) -> str:
-    text = "null" if value is None else str(value)
-    return text if len(text) <= 6000 else text[:5997] + "..."
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0][:300]
-
-
-# The rest of the package, re-exported so callers import everything from `clfops.tracking`.
-from clfops.tracking.artifacts import RunRef, download_model, download_run_artifact, find_run, log_evaluation  # noqa: E402
-from clfops.tracking.registry import (  # noqa: E402
-    ALIASES,
-    MODEL_NAME,
-    TORCH_MODEL_NAME,
-    Registry,
-    load_pyfunc,
-    log_model,
-    model_signature,
-)
-from clfops.tracking.studies import (  # noqa: E402
-    PARENT_TAG,
-    RunHistory,
-    child_run_ids,
-    end_pruned,
-    run_histories,
-    set_run_tags,
-)
+from clfops.tracking.artifacts import RunRef, download_model, download_run_artifact, find_run, log_evaluation
+from clfops.tracking.store import DEFAULT_URI, STATUSES, Tracker, TrackingError, client, resolve_uri, run_dir_lookup
+from clfops.tracking.studies import PARENT_TAG, RunHistory, child_run_ids, end_pruned, run_histories, set_run_tags
 
 __all__ = [
-    "ALIASES",
     "DEFAULT_URI",
-    "MODEL_NAME",
     "PARENT_TAG",
     "STATUSES",
-    "TORCH_MODEL_NAME",
-    "Registry",
     "RunHistory",
     "RunRef",
     "Tracker",
@@ -293,10 +29,7 @@ __all__ = [
     "download_run_artifact",
     "end_pruned",
     "find_run",
-    "load_pyfunc",
     "log_evaluation",
-    "log_model",
-    "model_signature",
     "resolve_uri",
     "run_dir_lookup",
     "run_histories",

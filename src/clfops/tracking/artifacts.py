@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from clfops.tracking import TrackingError, _experiment_id, _first_line, client, resolve_uri
+from clfops.tracking.store import TrackingError, client, experiment_id, first_line, resolve_uri
 
 log = logging.getLogger("clfops")
 
@@ -29,7 +29,7 @@ def find_run(uri: str | None, run_id: str, timeout_s: float = 10.0) -> RunRef:
         experiment = c.get_experiment(run.info.experiment_id)
     except Exception as err:
         raise TrackingError(
-            f"unknown MLflow run {run_id!r} on {uri} ({_first_line(err)}): check the id in `clfops ui`, "
+            f"unknown MLflow run {run_id!r} on {uri} ({first_line(err)}): check the id in `clfops ui`, "
             "or point MLFLOW_TRACKING_URI / --tracking-uri at the store that holds it"
         ) from None
     return RunRef(run_id, experiment.name, dict(run.data.tags), uri)
@@ -52,7 +52,7 @@ def download_run_artifact(uri: str | None, run_id: str, path: str, dst: Path) ->
             run_id=run_id, artifact_path=path, dst_path=str(dst), tracking_uri=uri
         )
     except Exception as err:
-        raise TrackingError(f"cannot download {path!r} of MLflow run {run_id}: {_first_line(err)}") from None
+        raise TrackingError(f"cannot download {path!r} of MLflow run {run_id}: {first_line(err)}") from None
     return Path(local)
 
 
@@ -115,7 +115,7 @@ def download_model(uri: str | None, model_uri: str, dst: Path) -> tuple[Path, st
     except TrackingError:
         raise
     except Exception as err:
-        raise TrackingError(f"cannot fetch model {model_uri} from {uri}: {_first_line(err)}") from None
+        raise TrackingError(f"cannot fetch model {model_uri} from {uri}: {first_line(err)}") from None
     return Path(local), run_id
 
 
@@ -137,7 +137,7 @@ def log_evaluation(
     now = int(time.time() * 1000)
     try:
         if run_id is None:
-            run_id = c.create_run(_experiment_id(c, experiment, uri), tags=tags).info.run_id
+            run_id = c.create_run(experiment_id(c, experiment, uri), tags=tags).info.run_id
             new = True
         else:
             c.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
@@ -150,5 +150,5 @@ def log_evaluation(
         if new:
             c.set_terminated(run_id, "FINISHED")
     except Exception as err:
-        raise TrackingError(f"cannot log the evaluation to MLflow on {uri}: {_first_line(err)}") from None
+        raise TrackingError(f"cannot log the evaluation to MLflow on {uri}: {first_line(err)}") from None
     return run_id

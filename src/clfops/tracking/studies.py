@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from clfops.tracking import TrackingError, _first_line, client, resolve_uri
+from clfops.tracking.store import TrackingError, client, first_line, resolve_uri
 
 log = logging.getLogger("clfops")
 
@@ -37,7 +37,7 @@ def set_run_tags(uri: str | None, run_id: str, tags: dict[str, str]) -> None:
     try:
         client(uri).log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
     except Exception as err:
-        raise TrackingError(f"cannot tag MLflow run {run_id} on {uri}: {_first_line(err)}") from None
+        raise TrackingError(f"cannot tag MLflow run {run_id} on {uri}: {first_line(err)}") from None
 
 
 def end_pruned(uri: str | None, run_id: str, reason: str) -> None:
@@ -52,7 +52,7 @@ def end_pruned(uri: str | None, run_id: str, reason: str) -> None:
     except TrackingError:
         raise
     except Exception as err:
-        raise TrackingError(f"cannot mark MLflow run {run_id} pruned on {uri}: {_first_line(err)}") from None
+        raise TrackingError(f"cannot mark MLflow run {run_id} pruned on {uri}: {first_line(err)}") from None
 
 
 def child_run_ids(uri: str | None, parent_run_id: str) -> list[str]:
@@ -65,7 +65,7 @@ def child_run_ids(uri: str | None, parent_run_id: str) -> list[str]:
             [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", order_by=["start_time ASC"]
         )
     except Exception as err:
-        raise TrackingError(f"cannot list the runs of study run {parent_run_id} on {uri}: {_first_line(err)}") from None
+        raise TrackingError(f"cannot list the runs of study run {parent_run_id} on {uri}: {first_line(err)}") from None
     return [run.info.run_id for run in found]
 
 
@@ -79,7 +79,7 @@ def run_histories(uri: str | None, run_ids: list[str], keys: list[str]) -> list[
             run = c.get_run(run_id)
         except Exception as err:
             raise TrackingError(
-                f"unknown MLflow run {run_id!r} on {uri} ({_first_line(err)}): check the id in `clfops ui`, "
+                f"unknown MLflow run {run_id!r} on {uri} ({first_line(err)}): check the id in `clfops ui`, "
                 "or point MLFLOW_TRACKING_URI / --tracking-uri at the store that holds it"
             ) from None
         history = {}

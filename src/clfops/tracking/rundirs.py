@@ -1,0 +1,178 @@
+"""Run directories: where a run's local copy lives (it survives a lost tracking server).
+
+RUN_DIR = run.root/<run.name or a timestamp>/ holds config.yaml, overrides.yaml, metrics.csv, train.log,
+summary.json, status.json, run.json (MLflow run id + URI), checkpoints/ and model/.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import logging
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from clfops.safe_files import CheckpointError, atomic_write_text
+
+log = logging.getLogger("clfops")
+
+
+def create(root: Path, name: str | None) -> Path:
+    """A new run directory; a timestamp name gets a -2, -3… suffix if two runs start in one second."""
+    root.mkdir(parents=True, exist_ok=True)
+    base = str(name) if name is not None else datetime.now().strftime("%Y%m%d-%H%M%S")  # run.name=nan is a float
+    for k in range(1, 1000):
+        path = root / (base if k == 1 else f"{base}-{k}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            if name:  # an explicit name is the user's choice: refuse to mix two runs in one dir
+                raise CheckpointError(
+                    f"run dir {path} exists: pick another run.name, or resume it with resume={path}"
+                ) from None
+    raise CheckpointError(f"cannot create a run dir under {root}")
+
+
+def lock(run_dir: Path) -> IO[str]:
+    """Hold RUN_DIR/.lock while a process trains in it: two resumes of one run would corrupt it."""
+    fh = open(run_dir / ".lock", "w")  # noqa: SIM115 — held open for the whole run; closed by unlock()
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise CheckpointError(f"run dir {run_dir} is in use by another clfops process") from None
+    return fh
+
+
+def unlock(fh: IO[str]) -> None:
+    fcntl.flock(fh, fcntl.LOCK_UN)
+    fh.close()
+
+
+def _lock_held(run_dir: Path) -> bool:
+    try:
+        fh = lock(run_dir)
+    except (CheckpointError, OSError):
+        return True
+    unlock(fh)
+    return False
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write_text(path, text)
+
+
+def write_status(run_dir: Path, status: str, message: str | None = None) -> None:
+    data = {"status": status, "time": time.time(), "message": message}
+    atomic_write_text(run_dir / "status.json", json.dumps(data))
+
+
+def attach_log_file(path: Path) -> logging.Handler:
+    """train.log gets clfops' and Lightning's messages, timestamped."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("clfops", "lightning.pytorch"):
+        logging.getLogger(name).addHandler(handler)
+    logging.getLogger("clfops").setLevel(logging.INFO)
+    return handler
+
+
+def detach_log_file(handler: logging.Handler) -> None:
+    for name in ("clfops", "lightning.pytorch"):
+        logging.getLogger(name).removeHandler(handler)
+    handler.close()
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def provenance_tags(run_dir: Path, overrides: list[str]) -> dict[str, str]:
+    tags = {
+        "mlflow.runName": run_dir.name,
+        "mlflow.source.name": "clfops train",
+        "clfops.command": " ".join(["clfops", "train", *overrides]),
+        "clfops.run_dir": str(run_dir.resolve()),
+        "host": platform.node(),
+    }
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["git.dirty"] = str(bool(_git("status", "--porcelain", "--untracked-files=no")))
+    return tags
+
+
+def version_params() -> dict[str, Any]:
+    import lightning
+    import mlflow
+    import torch
+
+    from clfops import __version__
+
+    return {
+        "version.clfops": __version__,
+        "version.torch": torch.__version__,
+        "version.lightning": lightning.__version__,
+        "version.mlflow": mlflow.__version__,
+        "version.python": sys.version.split()[0],
+    }
+
+
+def list_runs(root: Path) -> list[dict[str, Any]]:
+    """Every run dir under `root`, newest first: name, status, epochs done, best val/acc, test/acc, path."""
+    found = []
+    for run_dir in sorted((p for p in root.glob("*") if (p / "config.yaml").is_file()), key=_mtime, reverse=True):
+        status = _read_json(run_dir / "status.json").get("status", "UNKNOWN")
+        if status == "RUNNING" and not _lock_held(run_dir):
+            status = "STOPPED"  # the process died without a word (SIGKILL, power cut): resumable
+        rows = read_metrics(run_dir / "metrics.csv")
+        epochs = [r for r in rows if "val/acc" in r or "train/acc" in r]
+        best = max((r["val/acc"] for r in rows if "val/acc" in r), default=None)
+        summary = _read_json(run_dir / "summary.json")
+        found.append(
+            {
+                "name": run_dir.name,
+                "status": status,
+                "epochs": len({r["epoch"] for r in epochs}),
+                "best_val_acc": best,
+                "test_acc": summary.get("test_acc"),
+                "resumable": (run_dir / "checkpoints" / "last.ckpt").is_file() and status != "FINISHED",
+                "path": str(run_dir),
+            }
+        )
+    return found
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Rows of metrics.csv as dicts of floats (empty cells dropped)."""
+    if not path.exists():
+        return []
+    rows = []
+    with path.open(newline="") as fh:
+        for raw in csv.DictReader(fh):
+            row: dict[str, Any] = {k: float(v) for k, v in raw.items() if v not in ("", None)}
+            row["step"], row["epoch"] = int(row["step"]), int(row.get("epoch", -1))
+            rows.append(row)
+    return rows

@@ -22,7 +22,7 @@ import mlflow
 import torch
 
 from clfops.models import create_model
-from clfops.registry.store import log_model
+from clfops.registry.model_logging import log_model
 from clfops.serving.saved_model import Manifest, save_model
 from clfops.tracking import Tracker
 

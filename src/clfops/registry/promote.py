@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from clfops.errors import UserError
-from clfops.registry.store import ALIASES, Registry, log_model
+from clfops.registry.model_logging import log_model
 from clfops.tracking import TrackingError
+from clfops.tracking.registry import ALIASES, Registry
 
 log = logging.getLogger("clfops")
 
@@ -218,7 +219,7 @@ def log_run_model(
         log.warning("MLflow is offline: the model was not logged; the run dir keeps it (model/)")
         return {}
     from clfops.models import FlipAveraged
-    from clfops.registry.store import log_model
+    from clfops.registry.model_logging import log_model
     from clfops.serving.saved_model import load_model
 
     try:

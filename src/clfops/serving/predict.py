@@ -133,9 +133,10 @@ def load_for_predict(
     if checkpoint:
         return _load_checkpoint_weights(Path(checkpoint))
     from clfops import tracking
+    from clfops.tracking.registry import Registry
 
     if run_id:
-        registry = tracking.Registry(tracking_uri)
+        registry = Registry(tracking_uri)
         model_id = registry.run_model_id(run_id)
         if model_id is None:  # no logged model: its local run dir
             local = registry.run(run_id).data.tags.get("clfops.run_dir")

@@ -2,13 +2,14 @@
 
 - store.py: the store (URI, reachability, SQLite setup under a lock), `Tracker` (one MLflow run)
 - artifacts.py: finding runs, downloading their artifacts and models, logging evaluations
+- registry.py: the model registry and logged models (versions, aliases, a run's model)
 - studies.py: parent/child runs of compare and sweep
 - rundirs.py: run directories, the local copy (create, lock, status.json, `clfops runs`, metrics.csv)
 - sync.py: `clfops sync`, uploading a run dir the store lacks
 - redact.py: URIs with credentials hidden
 
 MLflow is the source of truth for runs; the run directory is the local copy that survives a lost server.
-The model registry and model logging live in `clfops.registry`.
+Model logging and promotion live in `clfops.registry`.
 """
 
 from clfops.tracking.artifacts import RunRef, download_model, download_run_artifact, find_run, log_evaluation
@@ -16,9 +17,13 @@ from clfops.tracking.store import DEFAULT_URI, STATUSES, Tracker, TrackingError,
 from clfops.tracking.studies import PARENT_TAG, RunHistory, child_run_ids, end_pruned, run_histories, set_run_tags
 
 __all__ = [
+    "ALIASES",
     "DEFAULT_URI",
+    "MODEL_NAME",
     "PARENT_TAG",
     "STATUSES",
+    "TORCH_MODEL_NAME",
+    "Registry",
     "RunHistory",
     "RunRef",
     "Tracker",
@@ -29,6 +34,7 @@ __all__ = [
     "download_run_artifact",
     "end_pruned",
     "find_run",
+    "load_pyfunc",
     "log_evaluation",
     "resolve_uri",
     "run_dir_lookup",

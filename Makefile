@@ -12,10 +12,12 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(PIP_FLAGS) -e '.[server,dev]'
-	# data=stream: litdata without its declared deps. It requires torchvision (only for image/video decoders we
-	# never call), and PyPI's torchvision is a CUDA build whose import fails next to CPU torch. Its other deps
-	# (boto3, requests, filelock, lightning-utilities, numpy) are installed above; obstore downloads S3 chunks.
+	# Every extra but stream, so the suite tests everything (pyproject.toml: server, tensorboard, onnx, dev).
+	$(PY) -m pip install -q $(PIP_FLAGS) -e '.[server,tensorboard,onnx,dev]'
+	# The stream extra (data=stream): litdata without its declared deps. It requires torchvision (only for
+	# image/video decoders we never call), and PyPI's torchvision is a CUDA build whose import fails next to CPU
+	# torch. Its other deps (boto3, requests, filelock, lightning-utilities, numpy) are installed above; obstore
+	# downloads S3 chunks.
 	$(PY) -m pip install -q $(PIP_FLAGS) --no-deps litdata obstore
 	@touch $(STAMP)
 

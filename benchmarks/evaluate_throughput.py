@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/evaluate_throughput.py [--rounds 4] [--chunk 512] [--batch-size 256] [--record]
 
-Both run the default model (configs/train.yaml: quick_cnn, untrained weights: speed does not depend on them)
+Both run the default model (src/clfops/configs/train.yaml: quick_cnn, untrained weights: speed does not depend on them)
 over the 10,000 Fashion-MNIST test images, batch 256. The plain loop is what a careful script writes:
 slice, float, normalise, forward, collect logits. The clfops side is `clfops.evaluation.evaluate.predict_logits` (the
 inference `clfops evaluate` runs) followed by `report_from_arrays` (every number of the report), so the ratio

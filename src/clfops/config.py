@@ -1,7 +1,9 @@
 """Configuration: the only module that imports Hydra.
 
-`compose("train", overrides)` turns `configs/` plus command-line overrides (Hydra's grammar) into one
-resolved, validated `DictConfig`. Every mistake a user can make here (unknown group choice, unknown key,
+`compose("train", overrides)` turns the packaged configs (src/clfops/configs, shipped in the wheel and found
+by Hydra as `pkg://clfops.configs`) plus the user's own config folders (`--config-dir`, $CLFOPS_CONFIG_DIR:
+added to the search path, never replacing the packaged groups) plus command-line overrides (Hydra's grammar)
+into one resolved, validated `DictConfig`. Every mistake a user can make here (unknown group choice, unknown key,
 wrong type, missing required value) becomes a `ConfigError` whose message is one line naming the key and
 what is valid, so the CLI can print it and exit 2.
 """
@@ -24,38 +26,101 @@ class ConfigError(UserError):
     """A user mistake in overrides or config files; str(err) is the one-line message."""
 
 
+PACKAGE = "clfops.configs"  # the packaged configs, as Hydra's pkg:// search path names them
+HYDRA_HINT = (
+    "clfops composes configs with Hydra but runs no Hydra app, so hydra.* settings have no effect: "
+    "the run dir is run.root=DIR run.name=NAME, your own config folders come with --config-dir DIR"
+)
+
+
 def config_dir() -> Path:
-    """Where the configs live: $CLFOPS_CONFIG_DIR, else the repository's configs/ (editable install)."""
-    env = os.environ.get(CONFIG_ENV)
-    if env:
-        return Path(env).resolve()
-    return Path(__file__).resolve().parents[2] / "configs"
+    """The packaged configs: a plain folder inside the installed package (wheels install unzipped)."""
+    return Path(__file__).resolve().parent / "configs"
 
 
-def group_choices(directory: Path | None = None) -> dict[str, list[str]]:
-    """Config groups and their choices, read from the file tree (no Hydra import: used by --help)."""
-    root = directory or config_dir()
-    groups: dict[str, list[str]] = {}
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-        groups[sub.name] = sorted(f.stem for f in sub.glob("*.yaml"))
-    return groups
+def user_config_dirs(extra: str | Path | list[str | Path] | None = None) -> list[Path]:
+    """The user's config folders: `extra` (--config-dir, the API's config_dir), then $CLFOPS_CONFIG_DIR
+    (several joined by os.pathsep). Each must exist; they ADD groups and choices to the packaged ones."""
+    given: list[str | Path] = [] if extra is None else list(extra) if isinstance(extra, list) else [extra]
+    env = os.environ.get(CONFIG_ENV, "")
+    given += [p for p in env.split(os.pathsep) if p]
+    dirs: list[Path] = []
+    for item in given:
+        path = Path(item).expanduser().resolve()
+        if not path.is_dir():
+            where = "--config-dir" if item not in env.split(os.pathsep) else f"${CONFIG_ENV}"
+            raise ConfigError(f"{where} {item}: no such directory (give a folder holding e.g. experiment/NAME.yaml)")
+        if path not in dirs and path != config_dir():
+            dirs.append(path)
+    return dirs
 
 
-def compose(name: str, overrides: list[str]) -> DictConfig:
-    """Compose configs/<name>.yaml with `overrides`, resolve interpolations and check types."""
+def group_choices(extra_dirs: list[Path] | None = None) -> dict[str, list[str]]:
+    """Config groups and their choices: the packaged ones plus the user's folders' (no Hydra import: --help)."""
+    roots = [config_dir(), *(user_config_dirs() if extra_dirs is None else extra_dirs)]
+    groups: dict[str, set[str]] = {}
+    for root in roots:
+        for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
+            groups.setdefault(sub.name, set()).update(f.stem for f in sub.glob("*.yaml"))
+    return {group: sorted(choices) for group, choices in sorted(groups.items())}
+
+
+def check_overrides(overrides: list[str], multirun: bool = False) -> None:
+    """Refuse, in one line, what Hydra's command line means but compose cannot do: hydra.* and sweeps."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    for item in overrides:
+        if item.lstrip("+~").startswith("hydra.") or item.lstrip("+~").split("=", 1)[0] == "hydra":
+            raise ConfigError(f"{item}: {HYDRA_HINT}")
+        if item.startswith("-"):
+            raise ConfigError(f"{item}: not an option of this command (see --help); overrides are key=value")
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as err:
+        raise ConfigError(_one_line(err, overrides)) from None
+    sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+    if sweeps and not multirun:
+        raise ConfigError(f"{sweeps[0]}: several values make a grid; run it with -m (--multirun)")
+
+
+def expand_grid(overrides: list[str]) -> list[list[str]]:
+    """`a=1,2 b=x,y c=3` -> one override list per point of the grid (Hydra's BasicSweeper order)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    check_overrides(overrides, multirun=True)
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        batches = BasicSweeper.split_arguments(parsed, None)
+    except HydraException as err:
+        raise ConfigError(_one_line(err, overrides)) from None
+    return [list(job) for batch in batches for job in batch]
+
+
+def compose(name: str, overrides: list[str], config_dirs: list[Path] | None = None) -> DictConfig:
+    """Compose <name>.yaml with `overrides`, resolve interpolations and check types.
+
+    `config_dirs`: the user's folders (default: user_config_dirs(), i.e. $CLFOPS_CONFIG_DIR), appended to
+    Hydra's search path after the packaged configs (`hydra.searchpath`, as a Hydra app's --config-dir)."""
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    check_overrides(overrides)
+    dirs = user_config_dirs() if config_dirs is None else config_dirs
+    search = [f"hydra.searchpath=[{','.join(_quote(f'file://{d}') for d in dirs)}]"] if dirs else []
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = hydra_compose(config_name=name, overrides=list(overrides))
-            defaults = hydra_compose(config_name=name, overrides=_group_overrides(overrides))
+        with initialize_config_module(config_module=PACKAGE, version_base="1.3"):
+            cfg = hydra_compose(config_name=name, overrides=[*search, *overrides])
+            picked = _group_overrides(overrides, dirs)
+            defaults = hydra_compose(config_name=name, overrides=[*search, *picked])
     except (HydraException, OmegaConfBaseException, ValueError) as err:
-        raise ConfigError(_one_line(err, overrides)) from None
+        raise ConfigError(_one_line(err, overrides, dirs)) from None
     finally:
         GlobalHydra.instance().clear()
     try:
@@ -65,6 +130,10 @@ def compose(name: str, overrides: list[str]) -> DictConfig:
     _check_types(cfg, defaults, prefix="")
     _check_missing(cfg, prefix="")
     return cfg
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def resume_config(saved: dict[str, Any], overrides: list[str]) -> DictConfig:
@@ -89,9 +158,9 @@ def resume_config(saved: dict[str, Any], overrides: list[str]) -> DictConfig:
     return merged
 
 
-def _group_overrides(overrides: list[str]) -> list[str]:
+def _group_overrides(overrides: list[str], dirs: list[Path]) -> list[str]:
     """Only the overrides that pick a group file (e.g. `model=cnn`): they define the expected types."""
-    groups = group_choices()
+    groups = group_choices(dirs)
     picked = []
     for item in overrides:
         key = item.split("=", 1)[0].lstrip("+~")
@@ -140,7 +209,7 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else text
 
 
-def _one_line(err: Exception, overrides: list[str]) -> str:
+def _one_line(err: Exception, overrides: list[str], dirs: list[Path] | None = None) -> str:
     """Hydra's multi-line messages, folded to one line that names the key and the valid choices."""
     text = str(err)
     missing = re.search(r"Could not find '([^'/]+)/([^']+)'", text) or re.search(
@@ -148,8 +217,9 @@ def _one_line(err: Exception, overrides: list[str]) -> str:
     )
     if missing:
         group, choice = missing.group(1), missing.group(2)
-        valid = ", ".join(group_choices().get(group, []))
-        return f"{group}={choice}: no such choice; valid {group} choices: {valid}"
+        valid = ", ".join(group_choices(dirs).get(group, []))
+        own = f"your own: --config-dir DIR with DIR/{group}/{choice}.yaml"
+        return f"{group}={choice}: no such choice; valid {group} choices: {valid} ({own})"
     struct = re.search(r"Key '([^']+)' is not in struct", text)
     if struct or "Could not override" in text or "Could not append to config" in text:
         key = re.search(r"Could not (?:override|append to config)\.? ?'?([^'.\s]+(?:\.[^'\s]+)*)", text)

@@ -16,7 +16,7 @@ def data() -> None:
     help="Pack SRC (fashion_mnist, mnist, cifar10 or an image folder root/<class>/*.png) into train/val/test "
     "shards + clfops.json at DEST (an empty local folder or s3://bucket/prefix); train on them with "
     "`clfops train data=stream data.root=DEST`. S3: $AWS_ENDPOINT_URL (or $MLFLOW_S3_ENDPOINT_URL) and "
-    "$AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY. Defaults come from configs/data/stream.yaml and train.yaml."
+    "$AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY. Defaults come from clfops/configs/data/stream.yaml and train.yaml."
 )
 @click.argument("src")
 @click.argument("dest")

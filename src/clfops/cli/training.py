@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -13,12 +15,12 @@ def _train_help() -> str:
     from clfops.config import group_choices
 
     lines = [
-        "Train a classifier. OVERRIDES use Hydra's grammar: key=value, group=choice.",
+        "Train a classifier. OVERRIDES use Hydra's grammar: key=value, group=choice, +experiment=NAME.",
         "",
         "\b",
-        "Config groups (pick one with group=choice):",
+        "Config groups (pick one with group=choice; --config-dir adds your own):",
     ]
-    lines += [f"  {group:<10} {', '.join(choices)}" for group, choices in group_choices().items()]
+    lines += [f"  {group:<10} {', '.join(choices)}" for group, choices in group_choices([]).items()]
     lines += [
         "",
         "\b",
@@ -27,21 +29,71 @@ def _train_help() -> str:
         "  clfops train model=cnn optimizer=sgd optimizer.lr=0.05 trainer.max_epochs=10",
         "  clfops train data=folder data.root=/path/to/images augment=basic",
         "  clfops train +experiment=mnist_cnn",
+        "  clfops train --config-dir ./conf +experiment=my   # ./conf/experiment/my.yaml",
+        "  clfops train -m optimizer.lr=1e-3,3e-3 model=cnn,quick_cnn   # a grid, one parent MLflow run",
         "  clfops train --cfg job          # print the resolved config and exit",
     ]
     return "\n".join(lines)
+
+
+def _add_config_dirs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+    """--config-dir DIR (repeatable): put DIR in front of $CLFOPS_CONFIG_DIR, which every compose (and a
+    sweep's worker processes) reads; checked here so a missing folder fails before anything runs."""
+    import os
+
+    from clfops.config import CONFIG_ENV, ConfigError, user_config_dirs
+
+    if not value:
+        return
+    try:
+        dirs = user_config_dirs(list(value))
+    except ConfigError as err:  # click's usage-error path: one line, exit 2
+        raise click.BadParameter(str(err).split(" ", 1)[-1], ctx, param) from None
+    os.environ[CONFIG_ENV] = os.pathsep.join(str(d) for d in dirs)
+
+
+def config_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The --config-dir option of every command that composes a config (train, sweep, compare, finders...)."""
+    return click.option(
+        "--config-dir",
+        multiple=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_add_config_dirs,
+        type=click.Path(file_okay=False, path_type=str),
+        help="A folder of your own configs (DIR/experiment/NAME.yaml, DIR/model/...), added to the packaged "
+        "ones (repeatable; also $CLFOPS_CONFIG_DIR).",
+    )(fn)
 
 
 @main.command(
     help=_train_help(),
     context_settings={"ignore_unknown_options": True, "allow_extra_args": False},
 )
-@click.option("--cfg", "show_cfg", type=click.Choice(["job"]), help="Print the resolved config and exit.")
+@click.option(
+    "--cfg",
+    "-c",
+    "show_cfg",
+    type=click.Choice(["job", "all", "hydra"]),
+    help="job: print the resolved config and exit (all/hydra: refused, clfops runs no Hydra app).",
+)
+@click.option("--resolve", is_flag=True, help="Accepted for Hydra users: --cfg job always prints resolved values.")
+@click.option("--info", "show_info", is_flag=True, help="Print the config search path and groups, and exit.")
+@click.option("-m", "--multirun", is_flag=True, help="Run the grid of k=a,b overrides (one parent MLflow run).")
+@config_dir_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @friendly
-def train(show_cfg: str | None, overrides: tuple[str, ...]) -> None:
-    from clfops.config import compose, to_yaml
+def train(show_cfg: str | None, resolve: bool, show_info: bool, multirun: bool, overrides: tuple[str, ...]) -> None:
+    from clfops.config import ConfigError, compose, to_yaml
 
+    if show_cfg in ("all", "hydra"):
+        raise ConfigError(f"--cfg {show_cfg}: clfops runs no Hydra app, so there is no hydra config; use --cfg job")
+    if show_info:
+        _print_info()
+        return
+    if multirun:
+        _multirun(list(overrides), show_cfg)
+        return
     if "optimizer.lr=auto" in overrides:  # an LR range test first; the choice is recorded as tuning.lr_found
         from clfops.tuning.finders import resolve_lr_auto
 
@@ -67,7 +119,43 @@ def train(show_cfg: str | None, overrides: tuple[str, ...]) -> None:
         click.echo(f"MLflow run: {summary['run_id']}  ->  look at it with: clfops ui")
 
 
+def _print_info() -> None:
+    """`--info`: where configs come from (Hydra's search path, in order) and the groups they give."""
+    from clfops.config import PACKAGE, config_dir, group_choices, user_config_dirs
+
+    dirs = user_config_dirs()
+    click.echo("config search path (first match wins):")
+    click.echo(f"  pkg://{PACKAGE}  ({config_dir()})")
+    for d in dirs:
+        click.echo(f"  file://{d}")
+    click.echo("config groups:")
+    for group, choices in group_choices(dirs).items():
+        click.echo(f"  {group:<10} {', '.join(choices)}")
+
+
+def _multirun(overrides: list[str], show_cfg: str | None) -> None:
+    """`-m`: Hydra's grid grammar (k=a,b, range(), choice()), run as sequential runs under one parent MLflow run
+    by the study runner of `clfops compare`; the comparison table at the end."""
+    import time
+    from pathlib import Path
+
+    from clfops.config import ConfigError, expand_grid
+    from clfops.tuning.compare import grid_variants, print_table, run_grid
+
+    if show_cfg or any(o.startswith("optimizer.lr=auto") for o in overrides):
+        raise ConfigError("-m: --cfg and optimizer.lr=auto work on one run; leave out -m")
+    jobs = expand_grid(overrides)
+    group = f"multirun-{time.strftime('%Y%m%d-%H%M%S')}"
+    sweeps = " ".join(o for o in overrides if o not in set.intersection(*(set(j) for j in jobs))) or "-"
+    folder = Path("studies") / group
+    click.echo(f"{group}: {len(jobs)} runs ({sweeps})")
+    curves = run_grid([], group, sweeps, grid_variants(group, jobs), folder, kind="multirun")
+    print_table(curves)
+    click.echo(f"wrote {folder}/comparison.csv, comparison.md, comparison.png")
+
+
 @main.command("augment-preview")
+@config_dir_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.option("--out", default="augment_preview.png", show_default=True, help="PNG file to write.")
 @click.option("-n", "count", default=16, show_default=True, help="Number of images.")

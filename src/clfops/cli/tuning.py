@@ -5,10 +5,12 @@ from __future__ import annotations
 import click
 
 from clfops.cli.base import STORE_HELP, friendly, main
+from clfops.cli.training import config_dir_option
 from clfops.errors import UserError
 
 
 @main.command("lr-find")
+@config_dir_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.option("--min-lr", default=1e-6, show_default=True, type=float, help="Lowest LR tested.")
 @click.option("--max-lr", default=1.0, show_default=True, type=float, help="Highest LR tested.")
@@ -42,6 +44,7 @@ def lr_find(overrides: tuple[str, ...], min_lr: float, max_lr: float, steps: int
 
 
 @main.command("batch-size-find")
+@config_dir_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.option("--sizes", default="32,64,128,256,512,1024", show_default=True, help="Batch sizes to time.")
 @click.option("--steps", default=5, show_default=True, type=click.IntRange(1), help="Timed steps per size.")
@@ -68,6 +71,7 @@ def batch_size_find(overrides: tuple[str, ...], sizes: str, steps: int, warmup: 
 
 
 @main.command()
+@config_dir_option
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--group", help="Study name: the parent run's name and the folder studies/NAME.")
 @click.option("--vary", help="KEY=V1,V2,...: the one override that changes, e.g. scheduler=step,cosine.")
@@ -114,6 +118,7 @@ def compare(
 
 
 @main.command()
+@config_dir_option
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.option("--trials", required=True, type=click.IntRange(1), help="Finished trials the study should hold.")
 @click.option("--space", required=True, type=click.Path(dir_okay=False), help="Search space YAML (docs/tuning.md).")

@@ -129,7 +129,7 @@ def read_index(root: str, s3: S3Options) -> StreamIndex:
 
 @dataclass(frozen=True)
 class StreamSettings:
-    """configs/data/stream.yaml, typed."""
+    """clfops/configs/data/stream.yaml, typed."""
 
     root: str
     s3: S3Options

@@ -99,10 +99,23 @@ def check_settings(cfg: DictConfig) -> None:
     """Settings that contradict each other are refused before a run dir or an MLflow run exists (one line)."""
     augment_config(cfg.augment)  # ranges, and test_flip without flip training
     ema_callback(cfg.trainer.ema, bool(cfg.trainer.swa.enabled))  # EMA and SWA together
+    if cfg.logging.tensorboard:
+        require_tensorboard()
+
+
+def require_tensorboard() -> None:
+    """logging.tensorboard=true needs the optional `tensorboard` package (the `tensorboard` extra)."""
+    import importlib.util
+
+    from clfops.errors import UserError
+
+    if importlib.util.find_spec("tensorboard") is None:
+        hint = "pip install 'clfops[tensorboard]' (or logging.tensorboard=false)"
+        raise UserError(f"logging.tensorboard=true needs TensorBoard: {hint}")
 
 
 def augment_config(aug: DictConfig) -> AugmentConfig:
-    """configs/augment/*.yaml -> AugmentConfig (the yaml keys are its field names)."""
+    """clfops/configs/augment/*.yaml -> AugmentConfig (the yaml keys are its field names)."""
     return AugmentConfig(**C.to_container(aug))
 
 

@@ -4,6 +4,7 @@ A study is one MLflow parent run; each value trains as a normal `clfops train` r
 `mlflow.parentRunId`, set as the run starts, so an interrupted study still shows its children). The table
 (best/final val acc, overfit gap, training time, test acc) and one figure (val acc and LR per epoch, every
 run on one axis) go to a folder and to the parent run. `--runs` rebuilds the same from MLflow histories.
+`clfops train -m` (Hydra's multirun grammar, several keys) runs its grid through the same `run_grid`.
 """
 
 from __future__ import annotations
@@ -243,30 +244,64 @@ def study_experiment(cfg: Any) -> str:
     return str(cfg.tracking.experiment or cfg.data.name)
 
 
+@dataclass
+class Variant:
+    """One run of a study: its label (table row, tag clfops.study.value), its own overrides, its run-dir stem."""
+
+    label: str
+    overrides: list[str]
+    name: str
+
+
 def run_study(overrides: list[str], group: str, vary: str, out: Path, verbose: bool = False) -> list[Curves]:
     """Train the recipe once per value of `vary`, sequentially, as children of one parent run; write the report."""
+    key, values = parse_vary(vary)
+    variants = [Variant(f"{key}={v}", [f"{key}={v}"], f"{group}-{key.split('.')[-1]}-{v}") for v in values]
+    return run_grid(overrides, group, vary, variants, out, verbose, kind="compare")
+
+
+def grid_variants(group: str, jobs: list[list[str]]) -> list[Variant]:
+    """`clfops train -m`: each grid point (config.expand_grid) labelled by the overrides that differ between
+    points, e.g. 'optimizer.lr=0.001 model=cnn'."""
+    common = set.intersection(*(set(job) for job in jobs)) if jobs else set()
+    variants = []
+    for i, job in enumerate(jobs):
+        label = " ".join(o for o in job if o not in common) or f"run {i + 1}"
+        variants.append(Variant(label, job, f"{group}-{i + 1}-{label}"))
+    return variants
+
+
+def run_grid(
+    overrides: list[str],
+    group: str,
+    vary: str,
+    variants: list[Variant],
+    out: Path,
+    verbose: bool = False,
+    kind: str = "compare",
+) -> list[Curves]:
+    """Train `overrides` + each variant's, sequentially, as children of one parent run; write the report."""
     from clfops.tracking import Tracker
 
-    key, values = parse_vary(vary)
     base = ["logging.progress=none", *overrides]  # one line per run; the user's own setting comes later and wins
-    cfgs = [C.compose("train", [*base, f"{key}={v}"]) for v in values]  # every value checked before any run
+    cfgs = [C.compose("train", [*base, *v.overrides]) for v in variants]  # every variant checked before any run
     cfg0 = cfgs[0]
     experiment = study_experiment(cfg0)
     parent = None
     if cfg0.tracking.enabled:
-        tags = {"clfops.study": group, "clfops.study.kind": "compare", "clfops.study.vary": vary}
+        tags = {"clfops.study": group, "clfops.study.kind": kind, "clfops.study.vary": vary}
         timeout = cfg0.tracking.connect_timeout_s
-        parent = Tracker.start(cfg0.tracking.uri, experiment, f"compare-{group}", tags, timeout)
-        parent.log_params({"study.vary": vary, "study.overrides": " ".join(overrides) or "-"})
+        parent = Tracker.start(cfg0.tracking.uri, experiment, f"{kind}-{group}", tags, timeout)
+        parent.log_params({"study.vary": vary[:500], "study.overrides": " ".join(overrides)[:500] or "-"})
         print(f"study {group}: parent MLflow run {parent.run_id} in experiment {experiment!r}", flush=True)
     curves: list[Curves] = []
     try:
-        for i, (value, cfg) in enumerate(zip(values, cfgs, strict=True)):
-            name = unique_run_name(Path(cfg.run.root), slug(f"{group}-{key.split('.')[-1]}-{value}"))
-            run_ov = [*base, f"{key}={value}", f"tracking.experiment={experiment}", f"run.name={name}"]
-            curve, note = _run_one(run_ov, f"{key}={value}", group, parent.run_id if parent else None, verbose)
+        for i, (variant, cfg) in enumerate(zip(variants, cfgs, strict=True)):
+            name = unique_run_name(Path(cfg.run.root), slug(variant.name))
+            run_ov = [*base, *variant.overrides, f"tracking.experiment={experiment}", f"run.name={name}"]
+            curve, note = _run_one(run_ov, variant.label, group, parent.run_id if parent else None, verbose)
             curves.append(curve)
-            print(_progress(i + 1, len(values), curves) + note, flush=True)
+            print(_progress(i + 1, len(variants), curves) + note, flush=True)
     except BaseException:
         if parent is not None:
             parent.end("KILLED", "study interrupted")

@@ -19,10 +19,11 @@ from clfops.data import Split
 from clfops.data.loader import eval_loader, make_splits, train_loader
 from clfops.data.sources import load_source
 from clfops.safe_files import load_checkpoint
-from clfops.serving.saved_model import load_model, preprocess
+from clfops.serving.saved_model import load_model
 from clfops.training.distributed import job_shape, process_rank
 from clfops.training.train import train
 from conftest import CLFOPS, TINY, run_cli
+from test_model_logging import normalised
 
 # Two processes of a tiny MLP: each process start (imports, data) costs a few seconds on 2 cores.
 DDP = ["trainer.devices=2", "trainer.strategy=ddp", "model=mlp", "data.train_limit=1200", "data.test_limit=300"]
@@ -94,7 +95,7 @@ def test_lightning_launcher_one_run_synced_val_and_resume_in_one_process(tmp_pat
     val = make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit).val
     net, manifest = load_model(Path(summary["model_dir"]))
     with torch.no_grad():
-        x = preprocess(val.x, manifest)
+        x = normalised(val.x, manifest)
         logits = net(x)
         if manifest.test_flip:  # the default recipe validates with test-time flip
             logits = (logits + net(torch.flip(x, dims=[3]))) / 2

@@ -25,9 +25,10 @@ from PIL import Image
 
 from clfops import config as C
 from clfops.cli import main as cli_main
-from clfops.evaluation.evaluate import EvalRequest, EvaluateError, evaluate, predict_logits
-from clfops.evaluation.inputs import from_model_uri
+from clfops.evaluation.evaluate import EvalRequest, EvaluateError, evaluate
 from clfops.evaluation.metrics import confusion, eval_metrics, evaluate_predictions, most_confused, prediction_arrays
+from clfops.serving.inference import predict_logits
+from clfops.serving.resolve import resolve_model
 from clfops.serving.saved_model import load_model
 from clfops.training.train import train
 from conftest import TINY, run_cli
@@ -133,7 +134,7 @@ def test_run_id_and_model_uri(trained: dict, tmp_path: Path) -> None:
         uris += [trained["model_uri"], f"runs:/{run_id}/model"]
     weights = load_model(Path(trained["model_dir"]))[0].state_dict()
     for uri in uris:  # each resolves to the same weights, the same run and its training config
-        source = from_model_uri(uri, store)
+        source = resolve_model(uri, store)
         assert source.run_id == run_id and source.config is not None, uri
         assert all(torch.equal(v, source.net.state_dict()[k]) for k, v in weights.items()), uri
     # --log-mlflow on data other than the run's own test split: a new run linked to the source run.

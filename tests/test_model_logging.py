@@ -19,7 +19,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from clfops import config as C
-from clfops.serving.saved_model import ModelFileError, load_model, preprocess
+from clfops.serving.saved_model import Manifest, ModelFileError, load_model
 from clfops.training.train import train
 from conftest import TINY
 
@@ -55,6 +55,13 @@ def shared_run(factory: pytest.TempPathFactory) -> dict[str, Any]:
     return summary
 
 
+def normalised(images: torch.Tensor, manifest: Manifest) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> (x/255 - mean) / std, written out plainly: the reference for clfops' inference path."""
+    mean = torch.tensor(manifest.mean).view(1, -1, 1, 1)
+    std = torch.tensor(manifest.std).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
 def reference_predictions(model_dir: str, images: np.ndarray) -> np.ndarray:
     """Class indices from the in-memory net (safetensors + manifest), the ground truth for every path.
 
@@ -62,7 +69,7 @@ def reference_predictions(model_dir: str, images: np.ndarray) -> np.ndarray:
     recipe) answers with the mean logits of each image and its mirror image."""
     net, manifest = load_model(Path(model_dir))
     with torch.inference_mode():
-        x = preprocess(torch.from_numpy(images), manifest)
+        x = normalised(torch.from_numpy(images), manifest)
         logits = net(x)
         if manifest.test_flip:
             logits = (logits + net(torch.flip(x, dims=[3]))) / 2
@@ -176,7 +183,7 @@ def test_torch_flavor_loads_when_asked(run: dict[str, Any]) -> None:
     images = sample_images(16)
     _, manifest = load_model(Path(run["model_dir"]))
     with torch.inference_mode():
-        got = net(preprocess(torch.from_numpy(images), manifest)).argmax(1).numpy()
+        got = net(normalised(torch.from_numpy(images), manifest)).argmax(1).numpy()
     assert (got == reference_predictions(run["model_dir"], images)).all()
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clfops.serving.predict import PredictError, expand_sources, load_for_predict, predict_sources
+from clfops.serving.predict import PredictError, expand_sources, predict_sources
+from clfops.serving.resolve import ModelRef, ModelRefError, resolve_model
 from clfops.serving.saved_model import load_model
 from conftest import run_cli
 from test_model_logging import reference_predictions, sample_images, shared_run
@@ -78,12 +79,12 @@ def test_every_model_source_gives_the_same_answer(run: dict[str, Any], inputs: d
         {"model_uri": run["model_uri"]},
     ):
         args = {"model_uri": None, "run_id": None, "checkpoint": None, "run_dir": None, **kwargs}
-        net, manifest = load_for_predict(tracking_uri=run["store"], **args)
-        results.append(predict_sources(net, manifest, sources).probs)
+        model = resolve_model(ModelRef.from_options(**args), run["store"])
+        results.append(predict_sources(model.net, model.manifest, sources).probs)
     for other in results[1:]:
         assert np.allclose(results[0], other, atol=1e-6)
-    with pytest.raises(PredictError, match="exactly one"):
-        load_for_predict(None, None, None, None, run["store"])
+    with pytest.raises(ModelRefError, match="exactly one"):
+        ModelRef.from_options(None, None, None, None)
 
 
 def test_expand_sources_rules(inputs: dict[str, Any]) -> None:

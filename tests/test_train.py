@@ -12,10 +12,11 @@ from mlflow.tracking import MlflowClient
 
 from clfops.data.loader import make_splits, train_loader
 from clfops.data.sources import load_source
-from clfops.serving.saved_model import load_model, preprocess
+from clfops.serving.saved_model import load_model
 from clfops.tracking.rundirs import read_metrics
 from clfops.training.train import train
 from conftest import RUN_FILES, run_cli
+from test_model_logging import normalised
 
 
 def test_train_writes_run_dir_and_summary(compose, store: str) -> None:
@@ -130,7 +131,7 @@ def test_train_acc_is_the_share_of_training_images_predicted_right(compose) -> N
     correct = seen = 0
     with torch.no_grad():
         for x, y in loader:
-            correct += int((net.train()(preprocess(x, manifest)).argmax(1) == y).sum())
+            correct += int((net.train()(normalised(x, manifest)).argmax(1) == y).sum())
             seen += len(y)
     assert seen == 448  # 480 training images, 7 full batches of 64 (the ragged last one is dropped)
     assert len(logged) == 1 and logged[0] == pytest.approx(correct / seen, abs=1e-6)  # float32; one image: 2e-3

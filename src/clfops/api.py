@@ -11,7 +11,6 @@ checkpoint, or a runs:/ or models:/ URI.
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,10 +25,6 @@ if TYPE_CHECKING:  # the heavy types only for annotations: `import clfops` does 
 
     from clfops.evaluation.evaluate import EvalResult
     from clfops.serving.saved_model import Manifest
-
-
-class ModelReferenceError(UserError):
-    """A `model` string that is none of: run id, run dir, model dir, checkpoint, runs:/ or models:/ URI."""
 
 
 @dataclass(frozen=True)
@@ -82,13 +77,14 @@ def evaluate(
     `data`: test | val (the model's own run's split) | a data set name (fashion_mnist, ...) | an image folder."""
     from clfops.evaluation.evaluate import EvalRequest
     from clfops.evaluation.evaluate import evaluate as run_evaluate
+    from clfops.serving.resolve import ModelRef
 
-    ref = _resolve(model)
+    ref = ModelRef.guess(str(model))
     request = EvalRequest(
-        run_dir=Path(ref.run_dir) if ref.run_dir else None,
-        checkpoint=Path(ref.checkpoint) if ref.checkpoint else None,
-        run_id=ref.run_id,
-        model_uri=ref.model_uri,
+        run_dir=Path(ref.value) if ref.kind == "run_dir" else None,
+        checkpoint=Path(ref.value) if ref.kind == "checkpoint" else None,
+        run_id=ref.value if ref.kind == "run_id" else None,
+        model_uri=ref.value if ref.kind == "model_uri" else None,
         data=data,
         batch_size=batch_size,
         out=Path(out) if out is not None else None,
@@ -100,11 +96,10 @@ def evaluate(
 
 def load_model(model: str | Path, *, tracking_uri: str | None = None) -> Probabilities:
     """The model as a torch module: uint8 images (N, C, H, W) in, class probabilities (N, K) out; `.classes`."""
-    from clfops.serving.predict import load_for_predict
+    from clfops.serving.resolve import resolve_model
 
-    ref = _resolve(model)
-    net, manifest = load_for_predict(ref.model_uri, ref.run_id, ref.checkpoint, ref.run_dir, tracking_uri)
-    return _probabilities_module(net, manifest)
+    resolved = resolve_model(str(model), tracking_uri)
+    return _probabilities_module(resolved.net, resolved.manifest)
 
 
 def predict(
@@ -160,39 +155,6 @@ def _config_dirs(config_dir: str | Path | None) -> list[Path]:
     return user_config_dirs(None if config_dir is None else [config_dir])
 
 
-@dataclass(frozen=True)
-class _ModelRef:
-    """Exactly one field set: the CLI's --run-dir / --checkpoint / --run-id / --model-uri."""
-
-    run_dir: str | None = None
-    checkpoint: str | None = None
-    run_id: str | None = None
-    model_uri: str | None = None
-
-
-_RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow's run ids: uuid4 hex
-
-
-def _resolve(model: str | Path) -> _ModelRef:
-    """TEMPORARY, to be replaced by serving's one model resolver (string -> net + manifest) once it lands:
-    this maps a reference onto today's four CLI options; the swap is the one call in `load_model`/`evaluate`."""
-    text = str(model)
-    if text.startswith(("runs:/", "models:/")):
-        return _ModelRef(model_uri=text)
-    path = Path(text).expanduser()
-    if path.is_file():
-        return _ModelRef(checkpoint=str(path))
-    if path.is_dir():
-        if (path / "manifest.json").is_file() and path.name == "model":  # RUN_DIR/model itself
-            return _ModelRef(run_dir=str(path.parent))
-        return _ModelRef(run_dir=str(path))
-    if _RUN_ID.fullmatch(text):
-        return _ModelRef(run_id=text)
-    raise ModelReferenceError(
-        f"model {text!r}: no such file or folder, and not an MLflow run id or a runs:/ or models:/ URI"
-    )
-
-
 def _as_paths(images: Any) -> list[str] | None:
     """A path or a list of paths -> list of str; anything else (arrays, PIL images) -> None."""
     if isinstance(images, (str, Path)):
@@ -236,8 +198,7 @@ def __getattr__(name: str) -> Any:
 def _probabilities_class() -> type:
     import torch
 
-    from clfops.models import tta_logits
-    from clfops.serving.saved_model import preprocess
+    from clfops.serving.inference import InferenceModel, probabilities
 
     class Probabilities(torch.nn.Module):
         """uint8 (N, C, H, W) -> softmax probabilities (N, K), with the model's own normalisation and test-time
@@ -245,15 +206,15 @@ def _probabilities_class() -> type:
 
         def __init__(self, net: torch.nn.Module, manifest: Manifest) -> None:
             super().__init__()
-            self.net = net.eval()
+            self.model = InferenceModel(net, manifest)  # serving's one inference path: uint8 -> logits
+            self.net = self.model.net
             self.manifest = manifest
             self.classes = list(manifest.classes)
 
         def forward(self, images: torch.Tensor) -> torch.Tensor:
             if images.dtype != torch.uint8:
                 raise ValueError(f"expected uint8 images (N, C, H, W), got {images.dtype}")
-            logits = tta_logits(self.net, preprocess(images, self.manifest), self.manifest.test_flip)
-            return torch.softmax(logits.float(), dim=1)
+            return torch.from_numpy(probabilities(self.model(images)))  # float64, as `clfops predict`
 
     Probabilities.__module__ = __name__
     Probabilities.__qualname__ = "Probabilities"

@@ -11,9 +11,13 @@ from clfops.cli.base import STORE_HELP, friendly, main
 
 @main.command()
 @click.option("--run-dir", type=click.Path(path_type=str), help="A run directory (uses RUN_DIR/model).")
-@click.option("--checkpoint", type=click.Path(path_type=str), help="A Lightning checkpoint of a run (.ckpt).")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=str),
+    help="A checkpoint inside a run dir (RUN_DIR/checkpoints/*.ckpt, with the run's model/).",
+)
 @click.option("--run-id", help="An MLflow run id (its logged model, else its local run dir).")
-@click.option("--model-uri", help="runs:/ID/model, models:/NAME@ALIAS or models:/NAME/VERSION.")
+@click.option("--model-uri", help="runs:/ID/model, models:/NAME@ALIAS, models:/NAME/VERSION or models:/m-ID.")
 @click.option(
     "--data", default="test", show_default=True, help="test | val (of the training data) | DATASET | IMAGE_FOLDER."
 )
@@ -70,9 +74,12 @@ def evaluate(
 
 @main.command()
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--model-uri", help="models:/NAME@production, models:/NAME/VERSION or runs:/RUN_ID/model.")
+@click.option("--model-uri", help="runs:/ID/model, models:/NAME@ALIAS, models:/NAME/VERSION or models:/m-ID.")
 @click.option("--run-id", help="An MLflow run id (its logged model, else its local run dir).")
-@click.option("--checkpoint", help="A checkpoint inside a run dir (RUN_DIR/checkpoints/*.ckpt).")
+@click.option(
+    "--checkpoint",
+    help="A checkpoint inside a run dir (RUN_DIR/checkpoints/*.ckpt, with the run's model/).",
+)
 @click.option("--run-dir", help="A run directory (uses RUN_DIR/model).")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--out", help="Also write every prediction to a .csv or .json file.")
@@ -97,11 +104,13 @@ def predict(
     from pathlib import Path
 
     from clfops.serving import predict as P
+    from clfops.serving.resolve import ModelRef, resolve_model
 
+    ref = ModelRef.from_options(run_dir, checkpoint, run_id, model_uri)
     if out:
         P.check_out_path(Path(out))
-    net, manifest = P.load_for_predict(model_uri, run_id, checkpoint, run_dir, tracking_uri)
-    pred = P.predict_sources(net, manifest, list(sources), batch_size)
+    model = resolve_model(ref, tracking_uri)
+    pred = P.predict_sources(model.net, model.manifest, list(sources), batch_size)
     P.print_table(pred, top_k)
     if out:
         P.write_output(pred, Path(out), top_k)

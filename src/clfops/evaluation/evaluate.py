@@ -1,9 +1,10 @@
 """`clfops evaluate`: the full evaluation report of a trained model, on disk, in MLflow and as one HTML page.
 
-The path: find the model (run dir, checkpoint, MLflow run or model URI -> `report.inputs.ModelSource`)
--> the data (test/val split of what it was trained on, another data set, or a folder) -> batched logits
-(`predict_logits`: inference_mode, channels_last, normalisation folded into one multiply-add as in training)
--> numbers (`report.metrics`, scikit-learn + torchmetrics) -> files (`report.outputs`) -> optionally MLflow.
+The path: find the model (run dir, checkpoint, MLflow run or model URI -> `serving.resolve.resolve_model`, the
+resolver `clfops predict` uses too) -> the data (`inputs`: test/val split of what it was trained on, another data
+set, or a folder) -> batched logits (`serving.inference.predict_logits`, the one inference path of training,
+predict and serving) -> numbers (`metrics`, scikit-learn + torchmetrics) -> files (`report_files`) -> optionally
+MLflow.
 
 `evaluate_net` is the part `clfops train` reuses on its test split, so both commands report the same numbers.
 """
@@ -16,15 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 from torch import nn
 
 from clfops.data import Split
 from clfops.evaluation import EvaluateError
-from clfops.evaluation.inputs import EvalData, ModelSource, load_eval_data
+from clfops.evaluation.inputs import EvalData, load_eval_data
 from clfops.evaluation.metrics import eval_metrics, prediction_arrays, report_from_arrays
 from clfops.evaluation.report_files import write_outputs
-from clfops.models import tta_logits
+from clfops.serving.inference import PRECISIONS, predict_logits
+from clfops.serving.resolve import ModelRef, ResolvedModel, resolve_model
 from clfops.serving.saved_model import Manifest
 
 __all__ = ["EvalRequest", "EvalResult", "EvaluateError", "Provenance", "evaluate", "evaluate_net", "predict_logits"]
@@ -91,39 +93,12 @@ class EvalResult:
     source: str = ""
     mlflow_run_id: str | None = None
     notes: list[str] = field(default_factory=list)
+    probabilities: np.ndarray | None = None  # (N, K) float64, the rows of predictions.csv in the same order
 
 
-INFERENCE_PRECISIONS = ("32-true", "bf16-mixed")
-
-
-def _check_precision(precision: str, auto_ok: bool) -> None:
-    if precision not in INFERENCE_PRECISIONS and not (auto_ok and precision == "auto"):
-        raise EvaluateError(f"--precision {precision}: choose auto, {' or '.join(INFERENCE_PRECISIONS)}")
-
-
-def predict_logits(
-    net: nn.Module, manifest: Manifest, images: torch.Tensor, batch_size: int = 256, precision: str = "32-true"
-) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 logits (N, K), batched, with the exact preprocessing of training.
-
-    `precision="bf16-mixed"` runs the net under bf16 autocast, as Lightning does in validation: 3-4x faster on a
-    CPU with native bf16 (10k Fashion-MNIST test images with test-time flip: ~0.5 s vs ~1.8 s for fp32)."""
-    if batch_size < 1:
-        raise EvaluateError(f"--batch-size {batch_size}: must be >= 1")
-    _check_precision(precision, auto_ok=False)
-    mean = torch.tensor(manifest.mean).view(1, -1, 1, 1)
-    std = torch.tensor(manifest.std).view(1, -1, 1, 1)
-    scale, shift = 1.0 / (255.0 * std), -mean / std  # (x/255 - mean)/std as one multiply-add, as Classifier
-    net = net.eval().to(memory_format=torch.channels_last)
-    out = torch.empty(len(images), len(manifest.classes))
-    bf16 = precision == "bf16-mixed"
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        for i in range(0, len(images), batch_size):
-            x = images[i : i + batch_size].float().mul_(scale).add_(shift)
-            out[i : i + batch_size] = tta_logits(
-                net, x.contiguous(memory_format=torch.channels_last), manifest.test_flip
-            )
-    return out
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS and precision != "auto":
+        raise EvaluateError(f"--precision {precision}: choose auto, {' or '.join(PRECISIONS)}")
 
 
 def evaluate_net(
@@ -146,7 +121,10 @@ def evaluate_net(
     files = write_outputs(
         out_dir, arrays, report, split.x.numpy(), provenance.table(), provenance.config_yaml, grid, save_predictions
     )
-    return EvalResult(report, eval_metrics(report), out_dir, files, len(split) / max(seconds, 1e-9), provenance.source)
+    speed = len(split) / max(seconds, 1e-9)
+    return EvalResult(
+        report, eval_metrics(report), out_dir, files, speed, provenance.source, probabilities=arrays.probs
+    )
 
 
 def _inference_precision(asked: str, run_config: Any) -> str:
@@ -160,20 +138,10 @@ def _inference_precision(asked: str, run_config: Any) -> str:
     return "bf16-mixed" if resolve_precision(trained, "cpu").startswith("bf16") else "32-true"
 
 
-def _resolve_model(request: EvalRequest) -> ModelSource:
-    from clfops.evaluation import inputs
-
-    given = [x is not None for x in (request.run_dir, request.checkpoint, request.run_id, request.model_uri)]
-    if sum(given) != 1:
-        raise EvaluateError("give exactly one of --run-dir, --checkpoint, --run-id, --model-uri")
-    if request.run_dir is not None:
-        return inputs.from_run_dir(Path(request.run_dir))
-    if request.checkpoint is not None:
-        return inputs.from_checkpoint(Path(request.checkpoint))
-    if request.run_id is not None:
-        return inputs.from_run_id(request.run_id, request.tracking_uri)
-    assert request.model_uri is not None
-    return inputs.from_model_uri(request.model_uri, request.tracking_uri)
+def _model_ref(request: EvalRequest) -> ModelRef:
+    paths = (request.run_dir, request.checkpoint)
+    run_dir, checkpoint = (str(p) if p is not None else None for p in paths)
+    return ModelRef.from_options(run_dir, checkpoint, request.run_id, request.model_uri)
 
 
 def _slug(data: str) -> str:
@@ -191,8 +159,8 @@ def evaluate(request: EvalRequest) -> EvalResult:
     if request.batch_size < 1 or request.grid < 0:
         raise EvaluateError(f"--batch-size {request.batch_size} / --top-k-grid {request.grid}: need >= 1 / >= 0")
     configure_threads(None)
-    _check_precision(request.precision, auto_ok=True)  # before a model is resolved (maybe downloaded)
-    model = _resolve_model(request)
+    _check_precision(request.precision)  # before a model is resolved (maybe downloaded)
+    model = resolve_model(_model_ref(request), request.tracking_uri)
     precision = _inference_precision(request.precision, model.config)
     data = load_eval_data(request.data, model)
     base = model.run_dir if model.run_dir is not None and model.run_dir.is_dir() else Path(".")
@@ -217,7 +185,7 @@ def evaluate(request: EvalRequest) -> EvalResult:
     return result
 
 
-def _log_mlflow(request: EvalRequest, model: ModelSource, data: EvalData, result: EvalResult) -> str:
+def _log_mlflow(request: EvalRequest, model: ResolvedModel, data: EvalData, result: EvalResult) -> str:
     """Back to the model's own run when evaluating its own test split; otherwise a new evaluation run in the
     same experiment, linked to the source run (tags clfops.source_run_id + mlflow.parentRunId)."""
     from clfops.tracking import TrackingError, find_run, log_evaluation

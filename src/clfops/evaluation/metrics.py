@@ -16,6 +16,8 @@ import torch
 from sklearn.metrics import classification_report, confusion_matrix, log_loss, top_k_accuracy_score
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from clfops.serving.inference import probabilities
+
 ECE_BINS = 15
 TOP_K = (1, 3, 5)
 
@@ -37,7 +39,7 @@ class PredictionArrays:
 def prediction_arrays(logits: torch.Tensor, targets: torch.Tensor) -> PredictionArrays:
     if logits.ndim != 2 or targets.ndim != 1 or len(logits) != len(targets):
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} do not match")
-    probs = torch.softmax(logits.detach().double().cpu(), dim=1).numpy()
+    probs = probabilities(logits)  # the one softmax: float64, as `clfops predict` and the pyfunc model
     predicted = probs.argmax(axis=1)
     return PredictionArrays(
         probs=probs,

@@ -1,10 +1,10 @@
 """`clfops predict`: class names and probabilities for image files, folders and IDX files.
 
-The model comes from MLflow (`--model-uri`, `--run-id`), a checkpoint (`--checkpoint`, its run's manifest
-gives architecture and normalisation) or a run dir. Images go through the same steps as in training:
-files are decoded by the image-folder reader (Pillow mode handling, channels, bilinear resize), IDX arrays
-are adapted like IDX data sets; then the manifest's mean/std. The array helpers here are shared with the
-MLflow pyfunc model (pyfunc_model.py), so `clfops predict` and `mlflow models serve` compute the same thing.
+The model comes from `serving.resolve.resolve_model` (run id, run dir, checkpoint or model URI, one meaning
+for every verb). Images go through the same steps as in training: files are decoded by the image-folder reader
+(Pillow mode handling, channels, bilinear resize), IDX arrays are adapted like IDX data sets; then the one
+inference path (`serving.inference`). The array helpers here are shared with the MLflow pyfunc model
+(pyfunc_model.py), so `clfops predict` and `mlflow models serve` compute the same thing.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +23,9 @@ import torch.nn.functional as F
 
 from clfops.data import DataError
 from clfops.errors import UserError
-from clfops.models import tta_logits
 from clfops.safe_files import atomic_write_text
-from clfops.serving.saved_model import Manifest, ModelFileError, load_model, preprocess, read_manifest
+from clfops.serving.inference import predict_probabilities
+from clfops.serving.saved_model import Manifest
 
 TABLE_ROWS = 20  # rows printed; the rest go to --out only
 _IDX_CODES = frozenset({0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E})
@@ -93,14 +92,9 @@ def to_model_batch(images: np.ndarray, channels: int, size: tuple[int, int]) -> 
 
 
 def class_probabilities(net: torch.nn.Module, manifest: Manifest, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Softmax probabilities (N, classes), float64, computed in batches of `batch_size`."""
+    """Any accepted image array -> float64 probabilities (N, classes), through the one inference path."""
     x = to_model_batch(images, manifest.in_channels, (manifest.image_size[0], manifest.image_size[1]))
-    out = [torch.zeros((0, len(manifest.classes)))]
-    with torch.inference_mode():
-        for i in range(0, len(x), max(1, batch_size)):
-            logits = tta_logits(net, preprocess(x[i : i + batch_size], manifest), manifest.test_flip)
-            out.append(torch.softmax(logits.float(), dim=1))
-    return torch.cat(out).double().numpy()
+    return predict_probabilities(net, manifest, x, max(1, batch_size))
 
 
 def probability_frame(probs: np.ndarray, classes: list[str]) -> Any:
@@ -114,61 +108,6 @@ def probability_frame(probs: np.ndarray, classes: list[str]) -> Any:
     }
     columns.update({f"p_{name}": probs[:, j] for j, name in enumerate(classes)})
     return pd.DataFrame(columns)
-
-
-# ----- where the model comes from ------------------------------------------------------------------------
-def load_for_predict(
-    model_uri: str | None,
-    run_id: str | None,
-    checkpoint: str | None,
-    run_dir: str | None,
-    tracking_uri: str | None,
-) -> tuple[torch.nn.Module, Manifest]:
-    """Exactly one of the four model sources -> (net in eval mode, manifest)."""
-    given = [v for v in (model_uri, run_id, checkpoint, run_dir) if v]
-    if len(given) != 1:
-        raise PredictError("give exactly one of --model-uri, --run-id, --checkpoint, --run-dir")
-    if run_dir:
-        return load_model(Path(run_dir) / "model")
-    if checkpoint:
-        return _load_checkpoint_weights(Path(checkpoint))
-    from clfops import tracking
-    from clfops.tracking.registry import Registry
-
-    if run_id:
-        registry = Registry(tracking_uri)
-        model_id = registry.run_model_id(run_id)
-        if model_id is None:  # no logged model: its local run dir
-            local = registry.run(run_id).data.tags.get("clfops.run_dir")
-            if local and (Path(local) / "model").is_dir():
-                return load_model(Path(local) / "model")
-            raise PredictError(f"run {run_id} logged no model and its run dir is not here: use --run-dir")
-        model_uri = f"models:/{model_id}"
-    with tempfile.TemporaryDirectory(prefix="clfops-model-") as tmp:
-        local, _ = tracking.download_model(tracking_uri, str(model_uri), Path(tmp))
-        files = local / "artifacts"
-        if not (files / "manifest.json").is_file():
-            raise ModelFileError(f"{model_uri}: not a clfops model (no artifacts/manifest.json)")
-        return load_model(files)  # reads everything into memory: the temp copy can go
-
-
-def _load_checkpoint_weights(path: Path) -> tuple[torch.nn.Module, Manifest]:
-    """Weights from a Lightning checkpoint; architecture and normalisation from its run's model/manifest.json."""
-    from clfops.models import create_model
-    from clfops.safe_files import load_checkpoint
-
-    model_dir = path.resolve().parent.parent / "model"  # RUN_DIR/checkpoints/x.ckpt -> RUN_DIR/model
-    if not (model_dir / "manifest.json").is_file():
-        raise PredictError(f"{path}: no {model_dir}/manifest.json next to it (needed for classes and normalisation)")
-    manifest = read_manifest(model_dir)
-    state = {k.removeprefix("net."): v for k, v in load_checkpoint(path)["state_dict"].items() if k.startswith("net.")}
-    size = (manifest.image_size[0], manifest.image_size[1])
-    net = create_model(manifest.model, manifest.in_channels, len(manifest.classes), size, manifest.model_args)
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as err:
-        raise ModelFileError(f"{path}: weights do not fit {manifest.model}: {str(err).splitlines()[0]}") from None
-    return net.eval(), manifest
 
 
 # ----- sources -> predictions ----------------------------------------------------------------------------

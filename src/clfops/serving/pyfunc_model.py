@@ -8,7 +8,8 @@ weights' sha256 (and the class names, when the loader passes `model_config={"exp
 a numpy array, a list of arrays, or a DataFrame whose single column holds one image per row (what JSON
 serving gives). Through `mlflow.pyfunc` the logged signature (uint8 (-1, C, H, W)) is enforced first;
 `model.unwrap_python_model().predict(None, x)` accepts every form above. It returns a DataFrame with
-`class`, `probability` and one `p_<class>` column per class.
+`class`, `probability` and one `p_<class>` column per class, computed by the one inference path
+(`clfops.serving.inference`) that `clfops predict`, `clfops evaluate` and training's validation use.
 """
 
 from __future__ import annotations

@@ -73,8 +73,6 @@ def load_model(directory: Path, expected_classes: list[str] | None = None) -> tu
     """Rebuild the network from the registry and load verified weights (eval mode, CPU)."""
     from safetensors.torch import load
 
-    from clfops.models import create_model
-
     directory = Path(directory)
     manifest = read_manifest(directory)
     blob_path = directory / WEIGHTS
@@ -90,22 +88,17 @@ def load_model(directory: Path, expected_classes: list[str] | None = None) -> tu
         raise ModelFileError(
             f"{directory}: model classes {manifest.classes} differ from the expected {list(expected_classes)}"
         )
-    net = create_model(
-        manifest.model,
-        manifest.in_channels,
-        len(manifest.classes),
-        tuple(manifest.image_size),
-        manifest.model_args,
-    )
+    return build_net(manifest, load(blob), str(blob_path)), manifest
+
+
+def build_net(manifest: Manifest, state: dict[str, torch.Tensor], where: str) -> nn.Module:
+    """The manifest's architecture with `state` loaded (eval mode, CPU); weights that do not fit are one line."""
+    from clfops.models import create_model
+
+    size = (int(manifest.image_size[0]), int(manifest.image_size[1]))
+    net = create_model(manifest.model, manifest.in_channels, len(manifest.classes), size, manifest.model_args)
     try:
-        net.load_state_dict(load(blob))
+        net.load_state_dict(state)
     except RuntimeError as err:
-        raise ModelFileError(f"{blob_path}: weights do not fit {manifest.model}: {str(err).splitlines()[0]}") from None
-    return net.eval(), manifest
-
-
-def preprocess(images: torch.Tensor, manifest: Manifest) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> the normalised float batch the network was trained on."""
-    mean = torch.tensor(manifest.mean).view(1, -1, 1, 1)
-    std = torch.tensor(manifest.std).view(1, -1, 1, 1)
-    return (images.float() / 255.0 - mean) / std
+        raise ModelFileError(f"{where}: weights do not fit {manifest.model}: {str(err).splitlines()[0]}") from None
+    return net.eval()

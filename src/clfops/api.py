@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clfops.errors import UserError
-
 if TYPE_CHECKING:  # the heavy types only for annotations: `import clfops` does not load torch
     import numpy as np
     import pandas as pd

@@ -19,7 +19,7 @@ from conftest import RUN_FILES, run_cli
 from test_model_logging import normalised
 
 
-def test_train_writes_run_dir_and_summary(compose, store: str) -> None:
+def test_train_writes_run_dir_and_summary(compose, store: str, tmp_path: Path) -> None:
     cfg = compose("run.name=e2e", "trainer.max_epochs=2")
     summary = train(cfg, ["run.name=e2e"])
     run_dir = Path(summary["run_dir"])
@@ -27,7 +27,9 @@ def test_train_writes_run_dir_and_summary(compose, store: str) -> None:
     for name in RUN_FILES:
         assert (run_dir / name).is_file(), name
     on_disk = json.loads((run_dir / "summary.json").read_text())
-    assert on_disk["test_acc"] == summary["test_acc"]
+    assert on_disk == summary  # the file holds exactly what train() returns
+    assert summary["model_uri"].startswith("models:/") and "tracking_offline" not in summary
+    assert summary["timings"]["total_in_process"] >= summary["total_seconds"] >= summary["train_seconds"] > 0
     assert 0.3 < summary["test_acc"] <= 1.0  # 2 epochs on 480 images: well above chance (0.1)
     assert summary["epochs"] == 2 and summary["images"] == {"train": 480, "val": 120, "test": 2000}
     assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
@@ -43,6 +45,8 @@ def test_train_writes_run_dir_and_summary(compose, store: str) -> None:
     assert abs(run.data.metrics["test/acc"] - summary["test_acc"]) < 1e-9
     history = MlflowClient(store).get_metric_history(summary["run_id"], "val/acc")
     assert len(history) == 2
+    logged = MlflowClient(store).download_artifacts(summary["run_id"], "summary.json", str(tmp_path))
+    assert json.loads(Path(logged).read_text()) == on_disk  # written once, before it was logged
 
 
 def test_same_seed_same_metrics(compose) -> None:

@@ -1,54 +1,89 @@
-"""What a finished run leaves beside its checkpoints: the test report of the best weights, the model manifest,
-the pictures (learning curves, augmentation preview), the run files logged to MLflow, and where the time went.
-`clfops train` calls these on rank 0 after fit."""
+"""What a finished run leaves beside its checkpoints: the best weights tested and saved (model files, the test
+report, `test/*` metrics), the pictures (learning curves, augmentation preview) and the run files logged to
+MLflow. `clfops train` calls these on rank 0 after fit."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
 from clfops import config as C
-from clfops.data import Source
 from clfops.data.augment import Augment
-from clfops.data.loader import Splits
 from clfops.safe_files import atomic_write_bytes
-from clfops.serving.saved_model import Manifest
+from clfops.serving.saved_model import Manifest, save_model
 from clfops.tracking import Tracker
 from clfops.training.build import augment_config, normalisation
+from clfops.training.context import Fitted, RunContext
 from clfops.training.module import Classifier
-from clfops.training.timings import StageClock
+from clfops.training.recorder import EpochStats
 
 
-def test_best(
-    cfg: DictConfig,
-    run_dir: Path,
-    source: Source,
-    splits: Splits,
-    module: Classifier,
-    manifest: Manifest,
-    tracker: Tracker | None,
-    precision: str,
-) -> dict[str, float]:
+@dataclass(frozen=True)
+class Tested:
+    """The best weights after fit: where they are, how they scored, how long fit and test took."""
+
+    metrics: dict[str, float]  # test/* (named like val/*) and eval/* (top-k, log-loss, ECE, per-class F1)
+    best_val_acc: float | None  # the checkpoint's monitored score; None when the run never validated
+    epochs: int
+    processes: int
+    train_seconds: float  # `trainer.fit` wall time, validation included
+    validation_seconds: float
+    test_seconds: float  # best weights loaded, model files, test set + report
+    best_checkpoint: str  # best.ckpt, else last.ckpt ("" when neither was written)
+    model_dir: Path
+
+
+def test_and_save(ctx: RunContext, fitted: Fitted) -> Tested:
+    """The best weights: model files, the test report and `test/*` metrics (metrics.csv, MLflow, TensorBoard)."""
+    trainer, ckpt, module = fitted.trainer, fitted.checkpoint, fitted.module
+    val_s = next((c.validation_seconds for c in trainer.callbacks if isinstance(c, EpochStats)), 0.0)
+    t_test = time.perf_counter()
+    best = ckpt.best_model_path or ckpt.last_model_path
+    best_val = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
+    if best:
+        module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+    manifest = manifest_for(ctx, module)
+    model_dir = save_model(ctx.run_dir / "model", module.net, manifest)
+    inference = "bf16-mixed" if str(trainer.precision).startswith("bf16") else "32-true"  # as validation ran
+    test = test_best(ctx, module, manifest, inference)
+    fitted.logger.log_metrics(test, step=trainer.global_step)  # metrics.csv + MLflow + TensorBoard, like the rest
+    fitted.logger.save(durable=True)
+    return Tested(
+        metrics=test,
+        best_val_acc=best_val,
+        epochs=trainer.current_epoch,
+        processes=trainer.world_size,
+        train_seconds=round(fitted.seconds, 3),
+        validation_seconds=round(val_s, 3),
+        test_seconds=round(time.perf_counter() - t_test, 3),
+        best_checkpoint=best,
+        model_dir=model_dir,
+    )
+
+
+def test_best(ctx: RunContext, module: Classifier, manifest: Manifest, precision: str) -> dict[str, float]:
     """The best weights on the test set, through `clfops evaluate`'s own code: report files in RUN_DIR/eval,
     and `test/*` (the same names as val/*) plus `eval/*` (top-k, log-loss, ECE, per-class F1) metrics.
     `precision` is the training's: bf16 autocast where validation ran in it (a 16-mixed GPU run tests in fp32)."""
     from clfops.evaluation.evaluate import Provenance, evaluate_net
 
+    tracker, run_dir = ctx.tracker, ctx.run_dir
     provenance = Provenance(
         source=f"run dir {run_dir}",
-        model=cfg.model.name,
-        data=f"{source.name} test",
-        data_sha256=source.sha256,
+        model=ctx.cfg.model.name,
+        data=f"{ctx.source.name} test",
+        data_sha256=ctx.source.sha256,
         run_id=tracker.run_id if tracker else None,
         tracking_uri=tracker.uri if tracker else None,
         manifest=manifest,
-        config_yaml=C.to_yaml(cfg),
+        config_yaml=C.to_yaml(ctx.cfg),
         precision=precision,
     )
-    result = evaluate_net(module.net, manifest, splits.test, run_dir / "eval", provenance, cfg.data.eval_batch_size)
+    batch = ctx.cfg.data.eval_batch_size
+    result = evaluate_net(module.net, manifest, ctx.splits.test, run_dir / "eval", provenance, batch)
     report = result.report
     test = {"test/acc": report["accuracy"], "test/loss": report["log_loss"]}
     test |= {f"test/{m}": report["macro_avg"][m] for m in ("precision", "recall", "f1")}
@@ -57,10 +92,11 @@ def test_best(
     return test | result.metrics
 
 
-def manifest_for(cfg: DictConfig, source: Source, module: Classifier, tracker: Tracker | None) -> Manifest:
+def manifest_for(ctx: RunContext, module: Classifier) -> Manifest:
+    source = ctx.source
     return Manifest(
-        model=cfg.model.name,
-        model_args=C.to_container(cfg.model.args),
+        model=ctx.cfg.model.name,
+        model_args=C.to_container(ctx.cfg.model.args),
         classes=list(source.classes),
         in_channels=source.channels,
         image_size=list(source.size),
@@ -68,16 +104,17 @@ def manifest_for(cfg: DictConfig, source: Source, module: Classifier, tracker: T
         std=list(module.settings.std),
         test_flip=module.augment.config.test_flip,
         data_sha256=source.sha256,
-        run_id=tracker.run_id if tracker else "",
+        run_id=ctx.tracker.run_id if ctx.tracker else "",
     )
 
 
-def write_pictures(cfg: DictConfig, run_dir: Path, splits: Splits) -> None:
+def write_pictures(ctx: RunContext) -> None:
     """learning_curves.png always; augment_preview.png when the run augments (what the model saw)."""
     from clfops.evaluation.plots import learning_curves_png
     from clfops.tracking.rundirs import read_metrics
     from clfops.training.preview import preview_grid
 
+    cfg, run_dir, splits = ctx.cfg, ctx.run_dir, ctx.splits
     atomic_write_bytes(run_dir / "learning_curves.png", learning_curves_png(read_metrics(run_dir / "metrics.csv")))
     augment = Augment(augment_config(cfg.augment))
     if augment.enabled:
@@ -98,22 +135,3 @@ def log_run_files(tracker: Tracker, run_dir: Path) -> None:
         "train.log",
     ):
         tracker.log_artifact(run_dir / name)
-
-
-def timings(summary: dict[str, Any], clock: StageClock, startup_s: float | None) -> dict[str, float | None]:
-    """Where the wall time went (seconds): what the speed issue asks to report, one number per stage."""
-    fit, val = summary["train_seconds"], summary.get("validation_seconds", 0.0)
-    return {
-        "startup": startup_s,
-        "data": summary["data_seconds"],
-        "tracking_start": clock.seconds["tracking_start"],
-        "train": round(fit - val, 3),
-        "validation": val,
-        "test": summary.get("test_seconds"),
-        "pictures": clock.seconds["pictures"],
-        "model_log": summary.get("model_log_seconds"),
-        # train() start -> model logged; `startup` (interpreter + imports) comes before it.
-        "total_in_process": round(
-            summary["total_seconds"] + clock.seconds["pictures"] + (summary.get("model_log_seconds") or 0.0), 3
-        ),
-    }

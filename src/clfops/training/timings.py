@@ -20,13 +20,16 @@ def process_age_seconds() -> float | None:
 
 
 class StageClock:
-    """`lap(name)` records the seconds since the previous lap (or creation) under `name`."""
+    """`lap(name)` records the seconds since the previous lap (or creation) under `seconds[name]`, and the
+    seconds since creation under `at[name]`."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
+        self.at: dict[str, float] = {}
+        self._started = self._last = time.perf_counter()
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._last, 3)
+        self.at[name] = round(now - self._started, 3)
         self._last = now

@@ -1,0 +1,94 @@
+"""What one run works with, as two small records instead of ten positional arguments.
+
+`RunSetup` is what `prepare` decides from the config before anything exists on disk or in MLflow (a user
+mistake stops here, creating nothing). `RunContext` adds what rank 0 (or a worker rank, with a scratch dir and
+no tracker) has once the run exists: run dir, data, MLflow run, stage clock. `Fitted` is what fit hands to test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+
+from clfops import config as C
+from clfops.data import Source
+from clfops.data.loader import Splits
+from clfops.hardware import configure_threads, resolve_precision
+from clfops.tracking import Tracker, run_dir_lookup
+from clfops.training.build import check_settings
+from clfops.training.checkpoint import ResumePoint, check_compatible, find_resume
+from clfops.training.distributed import Rank, process_rank
+from clfops.training.module import Classifier
+from clfops.training.progress import quiet_libraries
+from clfops.training.recorder import RunLogger
+from clfops.training.timings import StageClock, process_age_seconds
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    cfg: DictConfig  # resolved; on resume the checkpoint's config plus `overrides`
+    overrides: list[str]
+    resume: ResumePoint | None
+    changed: list[str]  # config keys a resume changes (logged and tagged)
+    rank: Rank
+    threads: int
+    precision: str  # resolved: never "auto"
+    startup_s: float | None  # interpreter + imports + config, before `train` (None off Linux)
+    clock: StageClock  # started first thing in `train`: its laps are summary.json's stage timings
+
+
+@dataclass(frozen=True)
+class RunContext:
+    setup: RunSetup
+    run_dir: Path  # a scratch dir on ranks > 0 (they write nothing)
+    source: Source
+    splits: Splits
+    tracker: Tracker | None  # None: tracking off, or a rank > 0
+
+    @property
+    def cfg(self) -> DictConfig:
+        return self.setup.cfg
+
+    @property
+    def precision(self) -> str:
+        return self.setup.precision
+
+    @property
+    def resume(self) -> ResumePoint | None:
+        return self.setup.resume
+
+
+@dataclass(frozen=True)
+class Fitted:
+    trainer: L.Trainer
+    checkpoint: ModelCheckpoint  # its best (else last) file holds the weights that get tested and saved
+    module: Classifier
+    logger: RunLogger
+    seconds: float  # wall time of `trainer.fit`, validation included
+
+
+def prepare(cfg: DictConfig, overrides: list[str]) -> RunSetup:
+    """Validate and settle the run's settings: resume point (a change that breaks the run is refused), settings
+    that contradict each other, rank, threads, precision, seeds. Creates no file and no MLflow run."""
+    startup_s = process_age_seconds()  # first thing: the time before `train` was called
+    clock = StageClock()
+    quiet_libraries()
+    resume = find_resume(cfg.resume, run_dir_lookup(cfg.tracking.uri)) if cfg.resume else None
+    changed: list[str] = []
+    if resume is not None:
+        new = C.resume_config(resume.config, overrides)
+        changed = check_compatible(resume.config, C.to_container(new))
+        cfg = new
+        cfg.resume = str(resume.checkpoint)
+    check_settings(cfg)
+    rank = process_rank(cfg.trainer.devices, cfg.trainer.num_nodes)
+    threads = configure_threads(cfg.trainer.num_threads, rank.local_processes)
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    L.seed_everything(cfg.seed, workers=False, verbose=False)
+    torch.use_deterministic_algorithms(bool(cfg.deterministic), warn_only=True)
+    return RunSetup(cfg, overrides, resume, changed, rank, threads, precision, startup_s, clock)

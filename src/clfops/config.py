@@ -49,22 +49,52 @@ def compose(name: str, overrides: list[str]) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    register_schemas()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = hydra_compose(config_name=name, overrides=list(overrides))
-            defaults = hydra_compose(config_name=name, overrides=_group_overrides(overrides))
     except (HydraException, OmegaConfBaseException, ValueError) as err:
-        raise ConfigError(_one_line(err, overrides)) from None
+        raise ConfigError(_schema_error(err) or _one_line(err, overrides)) from None
     finally:
         GlobalHydra.instance().clear()
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:
         raise ConfigError(f"config: {_first_line(str(err))}") from None
-    _check_types(cfg, defaults, prefix="")
     _check_missing(cfg, prefix="")
+    validate_ranges(cfg)
     return cfg
+
+
+def register_schemas() -> None:
+    """The structured configs (clfops.schema) that configs/*.yaml name in their defaults lists."""
+    from clfops.schema import register
+
+    register()
+
+
+def validate_ranges(cfg: DictConfig) -> None:
+    """Ranges and choices declared on the schema's fields (types were checked by OmegaConf while composing)."""
+    from clfops.schema import SchemaError, validate
+
+    try:
+        validate(cfg)
+    except SchemaError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _schema_error(err: Exception) -> str | None:
+    """OmegaConf's type refusal (a ValidationError under Hydra's error), as `KEY: expected TYPE, got VALUE`."""
+    from omegaconf.errors import ValidationError
+
+    from clfops.schema import expected_type, show
+
+    cause = err if isinstance(err, ValidationError) else err.__cause__
+    if not isinstance(cause, ValidationError) or not getattr(cause, "full_key", None):
+        return None
+    expected = expected_type(cause.object_type, cause.key, cause.ref_type)
+    return f"{cause.full_key}: expected {expected}, got {show(cause.value)}"
 
 
 def resume_config(saved: dict[str, Any], overrides: list[str]) -> DictConfig:
@@ -87,17 +117,6 @@ def resume_config(saved: dict[str, Any], overrides: list[str]) -> DictConfig:
     _check_types(merged, base, prefix="")
     OmegaConf.set_struct(merged, False)
     return merged
-
-
-def _group_overrides(overrides: list[str]) -> list[str]:
-    """Only the overrides that pick a group file (e.g. `model=cnn`): they define the expected types."""
-    groups = group_choices()
-    picked = []
-    for item in overrides:
-        key = item.split("=", 1)[0].lstrip("+~")
-        if key in groups or key.startswith("experiment"):
-            picked.append(item)
-    return picked
 
 
 def _check_types(cfg: Any, default: Any, prefix: str) -> None:

@@ -27,12 +27,11 @@ from omegaconf import DictConfig
 
 from clfops import config as C
 from clfops.data import Source
-from clfops.data.loader import Splits, eval_loader, make_splits, train_loader
-from clfops.data.sources import load_source
+from clfops.data.loader import Splits, eval_loader, train_loader
 from clfops.errors import RunFailed
 from clfops.hardware import configure_threads, resolve_precision
 from clfops.models import count_params
-from clfops.safe_files import CheckpointError, atomic_write_text
+from clfops.safe_files import atomic_write_text
 from clfops.serving.saved_model import save_model
 from clfops.tracking import STATUSES, Tracker, run_dir_lookup
 from clfops.tracking import rundirs as runs
@@ -42,6 +41,7 @@ from clfops.training.checkpoint import ResumePoint, check_compatible, find_resum
 from clfops.training.distributed import Rank, WatchedDDPStrategy, process_rank
 from clfops.training.finish import log_run_files, manifest_for, test_best, timings, write_pictures
 from clfops.training.module import Classifier
+from clfops.training.preflight import load_data, preflight
 from clfops.training.progress import quiet_libraries
 from clfops.training.recorder import EpochStats, RunLogger
 from clfops.training.schedules import build_optimizer
@@ -80,6 +80,9 @@ def train(
     torch.use_deterministic_algorithms(bool(cfg.deterministic), warn_only=True)
     if not rank.is_zero:
         return _train_worker(cfg, rank, precision, resume)
+    t0 = time.perf_counter()
+    prepared = preflight(cfg, resume)  # every check (config, data, tracking store) before anything is created
+    data_s = time.perf_counter() - t0
     run_dir = resume.run_dir if resume else runs.create(Path(cfg.run.root).resolve(), cfg.run.name)
     run_lock = runs.lock(run_dir)
     handler = runs.attach_log_file(run_dir / "train.log")
@@ -96,9 +99,7 @@ def train(
             atomic_write_text(run_dir / "config.yaml", C.to_yaml(cfg))
             atomic_write_text(run_dir / "overrides.yaml", "".join(f"- {o}\n" for o in overrides) or "[]\n")
         runs.write_status(run_dir, "RUNNING")
-        t0 = time.perf_counter()
-        source, splits = _load_data(cfg, resume)
-        data_s = time.perf_counter() - t0
+        source, splits = prepared.source, prepared.splits
         clock = StageClock()
         tracker = _start_tracking(cfg, run_dir, source, overrides, resume, changed)
         clock.lap("tracking_start")
@@ -138,23 +139,10 @@ def train(
     return summary
 
 
-def _load_data(cfg: DictConfig, resume: ResumePoint | None) -> tuple[Source, Splits]:
-    if cfg.data.name == "stream":  # shards larger than memory (data/stream.py); sets data.mean/std if null
-        from clfops.data.stream import open_stream
-
-        source, splits = open_stream(cfg.data)
-    else:
-        source = load_source(cfg.data.name, cfg.data.root, cfg.data.channels, _size(cfg.data.size))
-        splits = make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit, cfg.data.test_limit)
-    if resume is not None and source.sha256 != resume.data_sha256:
-        raise CheckpointError(f"cannot resume: the data changed since the checkpoint (sha256 {source.sha256[:12]}…)")
-    return source, splits
-
-
 def _train_worker(cfg: DictConfig, rank: Rank, precision: str, resume: ResumePoint | None) -> dict[str, Any]:
     """Ranks > 0: the same data, net and Trainer as rank 0, fit only. Their Trainer needs a directory, but
     Lightning writes checkpoints and logs on rank 0 only: a scratch one, removed at the end."""
-    source, splits = _load_data(cfg, resume)
+    source, splits = load_data(cfg, resume)
     with tempfile.TemporaryDirectory(prefix=f"clfops-rank{rank.rank}-") as scratch:
         _fit(cfg, Path(scratch), source, splits, None, precision, None, resume, [], make_strategy(cfg, None))
     return {"rank": rank.rank}

@@ -84,6 +84,21 @@ def validate_ranges(cfg: DictConfig) -> None:
         raise ConfigError(str(err)) from None
 
 
+def override(cfg: DictConfig, item: str) -> DictConfig:
+    """A copy of a composed `cfg` with one `key=value` more, refused exactly as `compose` would refuse it
+    (OmegaConf's type check against the schema, then the range pass), without composing again (~0.5 s)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    out = cfg.copy()
+    try:
+        OmegaConf.set_struct(out, True)
+        out = OmegaConf.merge(out, OmegaConf.from_dotlist([item]))
+    except OmegaConfBaseException as err:
+        raise ConfigError(_schema_error(err) or f"{item.split('=', 1)[0]}: {_first_line(str(err))}") from None
+    validate_ranges(out)
+    return out
+
+
 def _schema_error(err: Exception) -> str | None:
     """OmegaConf's type refusal (a ValidationError under Hydra's error), as `KEY: expected TYPE, got VALUE`."""
     from omegaconf.errors import ValidationError

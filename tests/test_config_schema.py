@@ -249,24 +249,35 @@ def _image_folders(root: Path) -> dict[str, Path]:
         (["sync", "/nonexistent"], "/nonexistent"),
     ],
 )
-def test_every_verb_answers_a_mistake_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
-    env = {"MLFLOW_TRACKING_URI": ""}  # the default store: sqlite:///mlflow.db in the (empty) working directory
-    result = run_cli(*args, cwd=tmp_path, env=env, timeout=120)
-    _one_line_exit_2(result, needle)
+def test_every_verb_answers_a_mistake_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], needle: str
+) -> None:
+    """In-process (click's runner: the imports are paid once), in an empty working directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store: sqlite:///mlflow.db here
+    _one_line_exit_2(_invoke(args), needle)
     assert not (tmp_path / "mlflow.db").exists()  # reading a store that is not there does not create it
 
 
-def test_unknown_run_and_model_in_an_existing_store(tmp_path: Path) -> None:
+def _invoke(args: list[str]) -> Any:
+    from click.testing import CliRunner
+
+    from clfops.cli import main
+
+    result = CliRunner().invoke(main, args, prog_name="clfops")
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
+    result.returncode = result.exit_code
+    return result
+
+
+def test_unknown_run_and_model_in_an_existing_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from clfops.tracking import client
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client(store)  # an existing, empty store
-    for args, needle in (
-        (["predict", "--run-id", "UNKNOWN", "x.png"], "UNKNOWN"),
-        (["models", "nosuch", "--tracking-uri", store], "nosuch"),
-    ):
-        result = run_cli(*args, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": store}, timeout=120)
-        _one_line_exit_2(result, needle)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    _one_line_exit_2(_invoke(["predict", "--run-id", "UNKNOWN", "x.png"]), "UNKNOWN")
+    _one_line_exit_2(_invoke(["models", "nosuch"]), "nosuch")
 
 
 @pytest.mark.parametrize("name", ["none", "step", "multistep", "exponential", "cosine", "onecycle", "plateau"])

@@ -280,7 +280,7 @@ class EarlyStoppingSchema:
     enabled: bool = spec()
     monitor: str = spec(choices=MONITORS)
     mode: str = spec(choices=MODES)
-    patience: int = spec(min=1)
+    patience: int = spec(min=0)  # 0: stop at the first epoch without improvement
 
 
 @dataclass

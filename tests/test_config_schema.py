@@ -169,7 +169,7 @@ def test_the_generated_cases_cover_every_leaf() -> None:
         (["trainer.gradient_clip_val=abc"], "trainer.gradient_clip_val: expected a number or null, got 'abc'"),
         (["trainer.num_threads=two"], "trainer.num_threads: expected an integer or null, got 'two'"),
         (["trainer.max_epochs=0"], "trainer.max_epochs: expected an integer >= 1, got 0"),
-        (["optimizer.lr=-1"], "optimizer.lr: expected a number > 0, got -1.0"),
+        (["optimizer.lr=-1"], "optimizer.lr: expected a number >= 0, got -1.0"),
         (["data.batch_size=0"], "data.batch_size: expected an integer >= 1, got 0"),
         (["data.val_fraction=1"], "data.val_fraction: expected a number in (0, 1), got 1.0"),
         (["data.size=[28]"], "data.size: expected a list of 2 values"),

@@ -156,7 +156,7 @@ MODELS = {
 @dataclass
 class AdamSchema:
     name: str = spec(choices=("adam", "adamw"))
-    lr: float = spec(min=0, exclusive=True)
+    lr: float = spec(min=0)  # 0 freezes the weights (tests use it); negative is refused
     weight_decay: float = spec(min=0)
     betas: list[float] = spec(length=2, min=0, max=1)
 
@@ -164,7 +164,7 @@ class AdamSchema:
 @dataclass
 class SgdSchema:
     name: str = spec(choices=("sgd",))
-    lr: float = spec(min=0, exclusive=True)
+    lr: float = spec(min=0)  # 0 freezes the weights (tests use it); negative is refused
     weight_decay: float = spec(min=0)
     momentum: float = spec(min=0, max=1)
     nesterov: bool = spec()

@@ -23,7 +23,7 @@ class RunRef:
 def find_run(uri: str | None, run_id: str, timeout_s: float = 10.0) -> RunRef:
     """The run `run_id` on `uri`, or a one-line TrackingError naming the id and the store."""
     uri = resolve_uri(uri)
-    c = client(uri, timeout_s)
+    c = client(uri, timeout_s, create=False)
     try:
         run = c.get_run(run_id)
         experiment = c.get_experiment(run.info.experiment_id)
@@ -42,7 +42,7 @@ def download_run_artifact(uri: str | None, run_id: str, path: str, dst: Path) ->
     import mlflow.artifacts
 
     uri = resolve_uri(uri)
-    c = client(uri)
+    c = client(uri, create=False)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars on stderr
     try:
         present = {a.path for a in c.list_artifacts(run_id, posixpath.dirname(path) or None)}
@@ -107,7 +107,7 @@ def download_model(uri: str | None, model_uri: str, dst: Path) -> tuple[Path, st
     import mlflow.artifacts
 
     uri = resolve_uri(uri)
-    c = client(uri)
+    c = client(uri, create=False)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         location, run_id = _resolve_model_uri(c, model_uri)

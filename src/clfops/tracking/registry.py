@@ -60,7 +60,7 @@ class Registry:
 
     def __init__(self, uri: str | None, timeout_s: float = 10.0) -> None:
         self.uri = resolve_uri(uri)
-        self.client = client(self.uri, timeout_s)
+        self.client = client(self.uri, timeout_s, create=False)
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:

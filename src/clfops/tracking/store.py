@@ -70,10 +70,15 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def client(uri: str | None = None, timeout_s: float = 10.0):  # -> MlflowClient
-    """An MlflowClient on `uri` (checked reachable); the SQLite schema is created once, under a lock."""
+def client(uri: str | None = None, timeout_s: float = 10.0, create: bool = True):  # -> MlflowClient
+    """An MlflowClient on `uri` (checked reachable); the SQLite schema is created once, under a lock.
+
+    create=False (commands that only read: evaluate, predict, models, compare, resume=ID): a SQLite file
+    that does not exist is a TrackingError, not a new empty store left in the working directory."""
     uri = resolve_uri(uri)
     _check_reachable(uri, timeout_s)
+    if not create and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise TrackingError(f"no such store {uri}: point --tracking-uri / MLFLOW_TRACKING_URI at the store to read")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     from mlflow.tracking import MlflowClient
@@ -231,7 +236,7 @@ def run_dir_lookup(uri: str | None, timeout_s: float = 10.0) -> Any:
 
     def lookup(run_id: str) -> str:
         try:
-            run = client(uri, timeout_s).get_run(run_id)
+            run = client(uri, timeout_s, create=False).get_run(run_id)
         except TrackingError:
             raise
         except Exception as err:

@@ -58,7 +58,7 @@ def end_pruned(uri: str | None, run_id: str, reason: str) -> None:
 def child_run_ids(uri: str | None, parent_run_id: str) -> list[str]:
     """Ids of the runs nested under `parent_run_id`, oldest first."""
     uri = resolve_uri(uri)
-    c = client(uri)
+    c = client(uri, create=False)
     try:
         experiment_id = c.get_run(parent_run_id).info.experiment_id
         found = c.search_runs(
@@ -72,7 +72,7 @@ def child_run_ids(uri: str | None, parent_run_id: str) -> list[str]:
 def run_histories(uri: str | None, run_ids: list[str], keys: list[str]) -> list[RunHistory]:
     """Metric histories (sorted by step) of `keys` for each run; an unknown id is a one-line TrackingError."""
     uri = resolve_uri(uri)
-    c = client(uri)
+    c = client(uri, create=False)
     out = []
     for run_id in run_ids:
         try:

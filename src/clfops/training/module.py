@@ -8,7 +8,7 @@ batch, on whatever device the batch is on.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
@@ -40,13 +40,13 @@ class ModuleSettings:
     std: list[float]
     optimizer: OptimizerSettings
     scheduler: SchedulerSettings
-    label_smoothing: float = 0.0
-    channels_last: bool = False
-    seed: int = 0
-    classes: list[str] = field(default_factory=list)
+    label_smoothing: float  # the config's values (build.py): the defaults live in configs/ only
+    channels_last: bool
+    seed: int
+    classes: list[str]
     # Optimizer steps per epoch, for per-step schedules. Given, not read from trainer.estimated_stepping_batches:
     # that sets the train loader up before a checkpoint's loader position is restored (mid-epoch resume).
-    steps_per_epoch: int = 1
+    steps_per_epoch: int
 
 
 def stage_metrics(num_classes: int, prefix: str) -> MetricCollection:

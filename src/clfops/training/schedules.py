@@ -4,11 +4,18 @@ Interval: OneCycle and cosine step every optimizer step (smooth curves for short
 exponential step once per epoch, as their parameters are counted in epochs; plateau steps after each
 validation on `monitor`. Warmup (`warmup_epochs`) is a LinearLR from 1/10 of the LR chained in front with
 SequentialLR, counted in the schedule's own interval.
+
+Tiny data (a few steps in all) still trains: a schedule whose phases need more steps than the run has
+degrades (OneCycle to a plain cosine decay, a warmup to half the run) and says so in one log line.
+
+The settings carry no defaults of their own: configs/<group>/*.yaml hold them (one place for each default);
+a key a schedule does not use is None.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,32 +25,38 @@ from torch.optim import lr_scheduler as S
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "multistep", "exponential", "cosine", "onecycle", "plateau")
 
+log = logging.getLogger("clfops")
+
 
 @dataclass
 class OptimizerSettings:
+    """configs/optimizer/<name>.yaml as given (types: clfops.schema); keys the optimizer lacks are None."""
+
     name: str
     lr: float
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = 0.0
-    nesterov: bool = False
+    weight_decay: float
+    betas: tuple[float, float] | None = None  # adam, adamw
+    momentum: float | None = None  # sgd
+    nesterov: bool | None = None  # sgd
 
 
 @dataclass
 class SchedulerSettings:
-    name: str = "none"
-    warmup_epochs: int = 0
-    step_size: int = 5
-    milestones: list[int] = field(default_factory=lambda: [5, 8])
-    gamma: float = 0.1
-    min_lr: float = 0.0
-    pct_start: float = 0.25
-    div_factor: float = 25.0
-    final_div_factor: float = 1e4
-    monitor: str = "val/loss"
-    mode: str = "min"
-    factor: float = 0.5
-    patience: int = 2
+    """configs/scheduler/<name>.yaml as given (types: clfops.schema); keys the schedule lacks are None."""
+
+    name: str
+    warmup_epochs: int | None = None
+    step_size: int | None = None
+    milestones: list[int] | None = None
+    gamma: float | None = None
+    min_lr: float | None = None
+    pct_start: float | None = None
+    div_factor: float | None = None
+    final_div_factor: float | None = None
+    monitor: str | None = None
+    mode: str | None = None
+    factor: float | None = None
+    patience: int | None = None
 
 
 def build_optimizer(net: nn.Module, s: OptimizerSettings) -> torch.optim.Optimizer:
@@ -54,12 +67,13 @@ def build_optimizer(net: nn.Module, s: OptimizerSettings) -> torch.optim.Optimiz
     # fused=True: one kernel over all parameters instead of a Python loop of small ops per tensor (torch's
     # CPU default). quick_cnn, 2 cores: AdamW step 1.97 -> 0.31 ms, SGD 0.41 -> 0.18 ms; 11 % of a 15 ms step.
     if s.name == "sgd":
-        nesterov = s.nesterov and s.momentum > 0
-        return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=nesterov, fused=True)
+        momentum = s.momentum or 0.0
+        nesterov = bool(s.nesterov) and momentum > 0
+        return torch.optim.SGD(groups, lr=s.lr, momentum=momentum, nesterov=nesterov, fused=True)
     if s.name == "adam":
-        return torch.optim.Adam(groups, lr=s.lr, betas=tuple(s.betas), fused=True)
+        return torch.optim.Adam(groups, lr=s.lr, betas=_betas(s), fused=True)
     if s.name == "adamw":
-        return torch.optim.AdamW(groups, lr=s.lr, betas=tuple(s.betas), fused=True)
+        return torch.optim.AdamW(groups, lr=s.lr, betas=_betas(s), fused=True)
     raise ValueError(f"optimizer.name={s.name!r}: valid choices are {', '.join(OPTIMIZERS)}")
 
 
@@ -67,9 +81,16 @@ def build_scheduler(
     opt: torch.optim.Optimizer, s: SchedulerSettings, steps_per_epoch: int, epochs: int
 ) -> dict[str, Any] | None:
     """A Lightning lr_scheduler dict, or None for a constant LR without warmup."""
-    total_steps = steps_per_epoch * epochs
+    total_steps = max(1, steps_per_epoch * epochs)
     if s.name == "onecycle":
+        assert s.pct_start is not None and s.div_factor is not None and s.final_div_factor is not None
         lr = [g["lr"] for g in opt.param_groups]
+        # OneCycle's rise ends at step pct_start*total - 1 and divides by its length: it needs >= 1 step up
+        # and >= 1 down (4 steps at pct_start 0.25 divided by zero). Fewer: the decay half alone, a cosine.
+        if s.pct_start * total_steps - 1 < 1 or total_steps * (1 - s.pct_start) < 1:
+            floor = [v / (s.div_factor * s.final_div_factor) for v in lr]
+            log.info(f"scheduler.onecycle: {total_steps} steps are too few to rise and fall; cosine decay instead")
+            return {"scheduler": S.CosineAnnealingLR(opt, T_max=total_steps, eta_min=min(floor)), "interval": "step"}
         sched = S.OneCycleLR(
             opt,
             max_lr=lr,
@@ -80,25 +101,41 @@ def build_scheduler(
         )
         return {"scheduler": sched, "interval": "step"}
     if s.name == "plateau":
-        sched = S.ReduceLROnPlateau(opt, mode=s.mode, factor=s.factor, patience=s.patience)
+        sched = S.ReduceLROnPlateau(opt, mode=s.mode or "min", factor=s.factor or 0.5, patience=s.patience or 0)
         return {"scheduler": sched, "interval": "epoch", "monitor": s.monitor, "strict": True}
+    warmup = s.warmup_epochs or 0
     if s.name == "cosine":
-        warm = s.warmup_epochs * steps_per_epoch
-        main: S.LRScheduler = S.CosineAnnealingLR(opt, T_max=max(1, total_steps - warm), eta_min=s.min_lr)
+        warm = _fit_warmup(warmup * steps_per_epoch, total_steps, "steps")
+        main: S.LRScheduler = S.CosineAnnealingLR(opt, T_max=max(1, total_steps - warm), eta_min=s.min_lr or 0.0)
         return _with_warmup(opt, main, warm, "step")
     if s.name == "step":
-        main = S.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
+        main = S.StepLR(opt, step_size=s.step_size or 1, gamma=s.gamma or 1.0)
     elif s.name == "multistep":
-        main = S.MultiStepLR(opt, milestones=list(s.milestones), gamma=s.gamma)
+        main = S.MultiStepLR(opt, milestones=list(s.milestones or []), gamma=s.gamma or 1.0)
     elif s.name == "exponential":
-        main = S.ExponentialLR(opt, gamma=s.gamma)
+        main = S.ExponentialLR(opt, gamma=s.gamma or 1.0)
     elif s.name == "none":
-        if s.warmup_epochs <= 0:
+        if warmup <= 0:
             return None
         main = S.ConstantLR(opt, factor=1.0, total_iters=0)
     else:
         raise ValueError(f"scheduler.name={s.name!r}: valid choices are {', '.join(SCHEDULERS)}")
-    return _with_warmup(opt, main, s.warmup_epochs, "epoch")
+    return _with_warmup(opt, main, _fit_warmup(warmup, max(1, epochs), "epochs"), "epoch")
+
+
+def _fit_warmup(warm: int, total: int, unit: str) -> int:
+    """A warmup that would take the whole run (or more) is cut to half of it, with one log line."""
+    if warm < total or warm <= 0:
+        return warm
+    cut = total // 2
+    log.info(f"scheduler.warmup_epochs: the run has {total} {unit}, the warmup {warm}; warming up for {cut}")
+    return cut
+
+
+def _betas(s: OptimizerSettings) -> tuple[float, float]:
+    if s.betas is None:
+        raise ValueError(f"optimizer.betas is required for optimizer.name={s.name}")
+    return (float(s.betas[0]), float(s.betas[1]))
 
 
 def _with_warmup(opt: torch.optim.Optimizer, main: S.LRScheduler, warm: int, interval: str) -> dict[str, Any]:

@@ -25,21 +25,19 @@ import lightning as L
 from omegaconf import DictConfig
 
 from clfops import config as C
-from clfops.data import Source
-from clfops.data.loader import Splits, eval_loader, make_splits, train_loader
-from clfops.data.sources import load_source
+from clfops.data.loader import Splits, eval_loader, train_loader
 from clfops.models import count_params
-from clfops.safe_files import CheckpointError, atomic_write_text
+from clfops.safe_files import atomic_write_text
 from clfops.tracking import Tracker
 from clfops.tracking import rundirs as runs
 from clfops.training.build import build_module, make_strategy, make_trainer
 from clfops.training.callbacks import GracefulStop, RunInfo, RunInterrupted
-from clfops.training.checkpoint import ResumePoint
 from clfops.training.context import Fitted, RunContext, RunSetup, prepare
 from clfops.training.distributed import WatchedDDPStrategy
 from clfops.training.finish import Tested, log_run_files, test_and_save, write_pictures
 from clfops.training.lifecycle import RunEnding, start_tracking
 from clfops.training.module import Classifier
+from clfops.training.preflight import load_data, preflight
 from clfops.training.recorder import RunLogger
 from clfops.training.schedules import build_optimizer
 from clfops.training.summary import ModelLog, RunSummary
@@ -61,6 +59,8 @@ def train(
     setup = prepare(cfg, list(overrides or []))  # a user mistake stops here: no run dir, no MLflow run
     if not setup.rank.is_zero:
         return _train_worker(setup)
+    prepared = preflight(setup.cfg, setup.resume)  # config, data, tracking store: checked before anything exists
+    setup.clock.lap("data")
     run_dir = setup.resume.run_dir if setup.resume else runs.create(Path(cfg.run.root).resolve(), cfg.run.name)
     ending = RunEnding(run_dir)
     strategy = make_strategy(setup.cfg, ending.rank_stuck)
@@ -69,8 +69,7 @@ def train(
         try:
             _start_run(setup, run_dir)
             clock.lap("run_start")
-            source, splits = _load_data(setup.cfg, setup.resume)
-            clock.lap("data")
+            source, splits = prepared.source, prepared.splits
             ending.tracker = start_tracking(setup, run_dir, source)
             clock.lap("tracking_start")
             ctx = RunContext(setup, run_dir, source, splits, ending.tracker)
@@ -122,19 +121,6 @@ def _start_run(setup: RunSetup, run_dir: Path) -> None:
     runs.write_status(run_dir, "RUNNING")
 
 
-def _load_data(cfg: DictConfig, resume: ResumePoint | None) -> tuple[Source, Splits]:
-    if cfg.data.name == "stream":  # shards larger than memory (data/stream.py); sets data.mean/std if null
-        from clfops.data.stream import open_stream
-
-        source, splits = open_stream(cfg.data)
-    else:
-        source = load_source(cfg.data.name, cfg.data.root, cfg.data.channels, _size(cfg.data.size))
-        splits = make_splits(source, cfg.data.val_fraction, cfg.seed, cfg.data.train_limit, cfg.data.test_limit)
-    if resume is not None and source.sha256 != resume.data_sha256:
-        raise CheckpointError(f"cannot resume: the data changed since the checkpoint (sha256 {source.sha256[:12]}…)")
-    return source, splits
-
-
 def _size(size: Any) -> tuple[int, int] | None:
     return None if size is None else (int(size[0]), int(size[1]))
 
@@ -142,7 +128,7 @@ def _size(size: Any) -> tuple[int, int] | None:
 def _train_worker(setup: RunSetup) -> dict[str, Any]:
     """Ranks > 0: the same data, net and Trainer as rank 0, fit only. Their Trainer needs a directory, but
     Lightning writes checkpoints and logs on rank 0 only: a scratch one, removed at the end."""
-    source, splits = _load_data(setup.cfg, setup.resume)
+    source, splits = load_data(setup.cfg, setup.resume)
     with tempfile.TemporaryDirectory(prefix=f"clfops-rank{setup.rank.rank}-") as scratch:
         ctx = RunContext(setup, Path(scratch), source, splits, tracker=None)
         _fit(ctx, make_strategy(setup.cfg, None), None, [])

@@ -45,8 +45,9 @@ test-deps:
 test: data test-deps bytecode
 	$(VENV)/bin/pytest -q
 
+# ruff, then the layering contracts in pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports
 
 bench: data
 	$(PY) benchmarks/train_throughput.py

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from clfops.data import Source, Split
+from clfops.data import DataError, Source, Split
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,12 @@ def make_splits(
     x, y = source.train.x, source.train.y
     if train_limit is not None:
         if train_limit < 2:
-            raise ValueError(f"data.train_limit={train_limit}: need at least 2 images")
+            raise DataError(f"data.train_limit={train_limit}: need at least 2 images")
         x, y = x[:train_limit], y[:train_limit]
     n = len(y)
     n_val = round(n * val_fraction)
     if not 0 <= val_fraction < 1 or (val_fraction > 0 and n_val == 0):
-        raise ValueError(f"data.val_fraction={val_fraction}: must be in [0, 1) and leave >= 1 validation image")
+        raise DataError(f"data.val_fraction={val_fraction}: must be in [0, 1) and leave >= 1 validation image")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
     return Splits(
@@ -89,7 +89,7 @@ class BatchLoader:
 
     def __init__(self, split: Split, batch_size: int, sampler: EpochSampler, drop_last: bool = False) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}: must be >= 1")
+            raise DataError(f"batch_size={batch_size}: must be >= 1")
         self.split, self.batch_size, self.sampler, self.drop_last = split, batch_size, sampler, drop_last
         self.batch_sampler = None  # Lightning inspects DataLoader-like attributes; batching is ours
         self._done = 0  # batches yielded in the current epoch (state for a mid-epoch checkpoint)

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler as S
 
+from clfops.config import ConfigError
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "multistep", "exponential", "cosine", "onecycle", "plateau")
 
@@ -60,7 +62,7 @@ def build_optimizer(net: nn.Module, s: OptimizerSettings) -> torch.optim.Optimiz
         return torch.optim.Adam(groups, lr=s.lr, betas=tuple(s.betas), fused=True)
     if s.name == "adamw":
         return torch.optim.AdamW(groups, lr=s.lr, betas=tuple(s.betas), fused=True)
-    raise ValueError(f"optimizer.name={s.name!r}: valid choices are {', '.join(OPTIMIZERS)}")
+    raise ConfigError(f"optimizer.name={s.name!r}: valid choices are {', '.join(OPTIMIZERS)}")
 
 
 def build_scheduler(
@@ -97,7 +99,7 @@ def build_scheduler(
             return None
         main = S.ConstantLR(opt, factor=1.0, total_iters=0)
     else:
-        raise ValueError(f"scheduler.name={s.name!r}: valid choices are {', '.join(SCHEDULERS)}")
+        raise ConfigError(f"scheduler.name={s.name!r}: valid choices are {', '.join(SCHEDULERS)}")
     return _with_warmup(opt, main, s.warmup_epochs, "epoch")
 
 

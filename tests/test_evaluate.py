@@ -194,6 +194,7 @@ def test_cli_writes_every_file_and_logs_back_to_the_run(trained: dict, cli_eval)
     assert {f"eval/{name}" for name in OUTPUTS} <= logged
 
 
+@pytest.mark.browser
 def test_report_html_renders_in_chromium(cli_eval, tmp_path: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium is not None, "Debian chromium is not installed (`make test` installs it as root)"

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from clfops.training.train import train
@@ -90,6 +91,7 @@ def stop_server(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+@pytest.mark.multiprocess
 def test_server_lost_mid_run_training_goes_on_and_sync_completes_it(tmp_path: Path) -> None:
     store, port = f"sqlite:///{tmp_path}/server.db", free_port()
     server = start_server(store, port, tmp_path / "artifacts")

@@ -133,6 +133,7 @@ def test_exception_in_training_ends_run_failed_with_the_message(compose, store: 
     assert run.info.status == "FAILED" and "disk on fire" in run.data.tags["error"]
 
 
+@pytest.mark.multiprocess
 def test_eight_concurrent_runs_on_a_new_store_all_finish_with_every_point(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path}/fresh.db"  # does not exist yet: 8 processes race to create it
     args = [

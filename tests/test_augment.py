@@ -196,6 +196,7 @@ def test_preview_png(tmp_path: Path, c: int) -> None:
         preview_grid(x, Augment(), gen(), 4, tmp_path / "x.png", [0.5, 0.5], [1.0, 1.0])
 
 
+@pytest.mark.slow
 def test_augment_preview_command_writes_the_grid(tmp_path: Path) -> None:
     out = tmp_path / "grid" / "strong.png"
     proc = run_cli("augment-preview", "augment=strong", "--out", str(out), "-n", "8")

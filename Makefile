@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP_FLAGS := -c constraints.txt $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 STAMP := $(VENV)/.installed
 
-.PHONY: install bytecode data demo test test-deps lint bench constraints clean
+.PHONY: install bytecode data demo test test-fast test-deps lint bench constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,8 +47,15 @@ test-deps:
 test: data test-deps bytecode
 	$(VENV)/bin/pytest -q
 
+# The tier without services, browser, several processes or training runs (markers in pyproject.toml): the check
+# to run while editing. `make test` still runs everything.
+FAST := not (postgres or mariadb or s3 or browser or multiprocess or slow)
+test-fast: data bytecode
+	$(VENV)/bin/pytest -q -m "$(FAST)"
+
+# ruff, then the layering contracts in pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports
 
 bench: data
 	$(PY) benchmarks/train_throughput.py

@@ -48,6 +48,22 @@ RUN_FILES = (
 )
 
 
+# Fixtures that start a service imply its marker (pyproject.toml lists the markers; `make test-fast` deselects
+# them), so a new test that uses one is in the right tier without a decorator.
+FIXTURE_MARKERS = {
+    "seaweed": "s3",
+    "private_pg": "postgres",  # test_server_faults: its own PostgreSQL cluster, restarted mid-run
+    "pg_server": "postgres",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            if fixture in FIXTURE_MARKERS:
+                item.add_marker(FIXTURE_MARKERS[fixture])
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> str:
     """A fresh SQLite MLflow store for this test."""

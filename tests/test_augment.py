@@ -1,14 +1,24 @@
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import pytest
 import torch
 
+from clfops import config as C
+from clfops.config import ConfigError
 from clfops.data import DataError
-from clfops.data.augment import PRESETS, Augment, AugmentConfig, AugmentError
+from clfops.data.augment import Augment, AugmentConfig, AugmentError
+from clfops.training.build import augment_config
 from clfops.training.preview import preview_grid
 from conftest import run_cli
+
+
+@cache
+def preset(*overrides: str) -> AugmentConfig:
+    """An augment preset as training reads it: configs/augment/*.yaml composed by Hydra (`augment=strong`)."""
+    return augment_config(C.compose("train", list(overrides)).augment)
 
 
 def batch(c: int = 1, h: int = 28, w: int = 28, n: int = 16, seed: int = 0) -> torch.Tensor:
@@ -25,8 +35,8 @@ ALL_ON = [
     AugmentConfig(rotation_deg=15),
     AugmentConfig(brightness=0.3, contrast=0.3, saturation=0.3),
     AugmentConfig(erasing_p=0.5),
-    PRESETS["basic"],
-    PRESETS["strong"],
+    preset("augment=basic"),
+    preset("augment=strong"),
 ]
 
 
@@ -45,7 +55,7 @@ def test_shape_dtype_range_and_determinism(cfg: AugmentConfig, shape: tuple[int,
 
 
 def test_generator_state_resume() -> None:
-    aug = Augment(PRESETS["strong"])
+    aug = Augment(preset("augment=strong"))
     x = batch(3, 32, 32)
     g = gen(7)
     aug(x, g)
@@ -61,9 +71,9 @@ def test_identity_fast_path() -> None:
     g = gen()
     before = g.get_state()
     assert Augment()(x, g) is x
-    assert Augment(PRESETS["none"])(x, g) is x
+    assert Augment(preset("augment=none"))(x, g) is x
     assert torch.equal(g.get_state(), before)
-    assert not PRESETS["none"].enabled and PRESETS["basic"].enabled
+    assert not preset("augment=none").enabled and preset("augment=basic").enabled
 
 
 def test_flip_p1_equals_flip() -> None:
@@ -147,26 +157,29 @@ def test_config_validation_and_presets() -> None:
         AugmentConfig(flip_p=2)
     with pytest.raises(DataError, match="crop_pad"):
         AugmentConfig(crop_pad=-1)
-    with pytest.raises(AugmentError, match="unknown augment preset"):
-        AugmentConfig.preset("extreme")
-    strong = AugmentConfig.preset("strong")
+    choices = "basic, flip, none, strong"  # the files in configs/augment
+    with pytest.raises(ConfigError, match=f"augment=extreme: no such choice; valid augment choices: {choices}"):
+        preset("augment=extreme")
+    strong = preset("augment=strong")
     assert strong.flip_p == 0.5 and strong.crop_pad == 4 and strong.rotation_deg == 15
     assert strong.brightness == strong.contrast == strong.saturation == 0.2 and strong.erasing_p == 0.3
-    assert AugmentConfig.from_dict({"preset": "basic", "flip_p": 0.0}) == AugmentConfig(crop_pad=4)
-    assert AugmentConfig.from_dict({"erasing_scale": [0.1, 0.2]}).erasing_scale == (0.1, 0.2)
-    with pytest.raises(AugmentError, match="unknown augment option"):
-        AugmentConfig.from_dict({"flip": 0.5})
+    assert preset("augment=basic", "augment.flip_p=0") == AugmentConfig(crop_pad=4)
+    assert preset("augment=flip") == AugmentConfig(flip_p=0.5, test_flip=True)
+    assert preset("augment=none") == AugmentConfig()
+    assert AugmentConfig(erasing_scale=[0.1, 0.2]).erasing_scale == (0.1, 0.2)
+    with pytest.raises(ConfigError, match=r"augment\.flip: unknown config key"):
+        preset("augment.flip=0.5")
     with pytest.raises(AugmentError, match="float"):  # rotation blends pixels: floats only
-        Augment(PRESETS["strong"])(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), gen())
+        Augment(preset("augment=strong"))(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), gen())
 
 
-@pytest.mark.parametrize("cfg", [AugmentConfig(flip_p=0.5), PRESETS["basic"]])
+@pytest.mark.parametrize("cfg", [AugmentConfig(flip_p=0.5), preset("augment=basic")])
 @pytest.mark.parametrize("c", [1, 3])
 def test_crop_and_flip_on_the_uint8_batch_give_the_float_paths_images(cfg: AugmentConfig, c: int) -> None:
     """The training step moves pixels on the uint8 batch (cheaper): the same images, the same random draws."""
     x = (batch(c, 28, 28, n=64) * 255).to(torch.uint8)
     aug = Augment(cfg)
-    assert aug.moves_pixels_only and not Augment(PRESETS["strong"]).moves_pixels_only
+    assert aug.moves_pixels_only and not Augment(preset("augment=strong")).moves_pixels_only
     on_uint8, on_float = aug(x, gen(3)), aug(x.float() / 255, gen(3))
     assert on_uint8.dtype == torch.uint8 and not torch.equal(on_uint8, x)
     assert torch.equal(on_uint8.float() / 255, on_float)
@@ -176,13 +189,14 @@ def test_crop_and_flip_on_the_uint8_batch_give_the_float_paths_images(cfg: Augme
 def test_preview_png(tmp_path: Path, c: int) -> None:
     x = (batch(c, 28, 28, n=12) * 255).to(torch.uint8)
     mean, std = ([0.5] * c, [0.25] * c)
-    out = preview_grid(x, Augment(PRESETS["strong"]), gen(), 10, tmp_path / "sub" / "grid.png", mean, std)
+    out = preview_grid(x, Augment(preset("augment=strong")), gen(), 10, tmp_path / "sub" / "grid.png", mean, std)
     assert out == tmp_path / "sub" / "grid.png"
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(AugmentError, match="mean/std"):
         preview_grid(x, Augment(), gen(), 4, tmp_path / "x.png", [0.5, 0.5], [1.0, 1.0])
 
 
+@pytest.mark.slow
 def test_augment_preview_command_writes_the_grid(tmp_path: Path) -> None:
     out = tmp_path / "grid" / "strong.png"
     proc = run_cli("augment-preview", "augment=strong", "--out", str(out), "-n", "8")

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import REPO, TINY
 
-pytestmark = pytest.mark.slow  # real subprocesses: a training run / a model server
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]  # real subprocesses: a training run / a model server
 SCRIPT = REPO / "examples" / "ci" / "pipeline.sh"
 NAME = "ci-classifier"
 

@@ -21,6 +21,7 @@ def _table(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_study_nests_one_child_per_value_and_runs_table_agrees(tmp_path: Path, store: str, capsys) -> None:
     base = [f"run.root={tmp_path / 'runs'}", f"tracking.uri={store}", *TINY, "tracking.log_model=false"]
     out = tmp_path / "studies" / "aug"

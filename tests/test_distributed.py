@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -77,6 +78,8 @@ def test_rank_comes_from_the_launchers_environment(monkeypatch) -> None:
     assert job_shape(1, 1) == (4, 2)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_lightning_launcher_one_run_synced_val_and_resume_in_one_process(tmp_path: Path, store: str) -> None:
     base = [f"run.root={tmp_path / 'runs'}", "run.name=ddp", f"tracking.uri={store}", *TINY, *DDP]
     result = run_cli("train", *base, cwd=tmp_path)
@@ -113,6 +116,8 @@ def test_lightning_launcher_one_run_synced_val_and_resume_in_one_process(tmp_pat
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_torchrun_continues_a_one_process_run(tmp_path: Path, compose, store: str) -> None:
     first = train(compose("model=mlp", "data.train_limit=1200", "data.test_limit=300", "run.name=one"))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
@@ -128,6 +133,8 @@ def test_torchrun_continues_a_one_process_run(tmp_path: Path, compose, store: st
     assert len(MlflowClient(store).get_metric_history(run.info.run_id, "val/acc")) == 2
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_killed_rank_fails_the_run_and_keeps_its_checkpoints(tmp_path: Path, store: str) -> None:
     args = [f"run.root={tmp_path / 'runs'}", "run.name=k", f"tracking.uri={store}", *TINY, *DDP]
     args += ["trainer.max_epochs=50", "data.test_limit=100"]  # long enough to be killed mid-way

@@ -106,6 +106,7 @@ def _report(out: Path) -> dict:
     return json.loads((out / "classification_report.json").read_text())
 
 
+@pytest.mark.slow
 def test_run_dir_and_checkpoint_give_identical_numbers(trained: dict, tmp_path: Path) -> None:
     a = evaluate(EvalRequest(run_dir=Path(trained["run_dir"]), data="val", out=tmp_path / "a"))
     b = evaluate(EvalRequest(checkpoint=Path(trained["best_checkpoint"]), data="val", out=tmp_path / "b"))
@@ -118,6 +119,7 @@ def test_run_dir_and_checkpoint_give_identical_numbers(trained: dict, tmp_path: 
     assert rows[0][1:] == trained["classes"] and sum(int(v) for row in rows[1:] for v in row[1:]) == 120
 
 
+@pytest.mark.slow
 def test_run_id_and_model_uri(trained: dict, tmp_path: Path) -> None:
     store, run_id = trained["store"], trained["run_id"]
     reference = evaluate(EvalRequest(run_dir=Path(trained["run_dir"]), data="val", out=tmp_path / "ref")).report
@@ -171,6 +173,7 @@ def cli_eval(trained: dict) -> tuple[subprocess.CompletedProcess, Path]:
     return proc, out
 
 
+@pytest.mark.slow
 def test_cli_writes_every_file_and_logs_back_to_the_run(trained: dict, cli_eval) -> None:
     proc, out = cli_eval
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -195,6 +198,8 @@ def test_cli_writes_every_file_and_logs_back_to_the_run(trained: dict, cli_eval)
     assert {f"eval/{name}" for name in OUTPUTS} <= logged
 
 
+@pytest.mark.slow
+@pytest.mark.browser
 def test_report_html_renders_in_chromium(cli_eval, tmp_path: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium is not None, "Debian chromium is not installed (`make test` installs it as root)"
@@ -239,6 +244,7 @@ def _one_line_error(result, *words: str) -> None:
         assert word in lines[0], (word, lines[0])
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line_exit_2(trained: dict, tmp_path: Path) -> None:
     store = trained["store"]
     _one_line_error(_invoke("--run-id", "0123456789abcdef", "--tracking-uri", store), "0123456789abcdef")
@@ -254,6 +260,7 @@ def test_cli_errors_are_one_line_exit_2(trained: dict, tmp_path: Path) -> None:
     _one_line_error(_invoke("--run-dir", trained["run_dir"], "--data", str(tmp_path / "nowhere")), "nowhere")
 
 
+@pytest.mark.slow
 def test_image_folder_with_the_model_classes(trained: dict, tmp_path: Path) -> None:
     """A folder of real test images (class folders spelled as folders can: T-shirt/top -> T-shirt_top)
     gives the same predictions as the same images read from the data set."""
@@ -275,6 +282,7 @@ def test_image_folder_with_the_model_classes(trained: dict, tmp_path: Path) -> N
     assert result.report["accuracy"] == pytest.approx(float(expected))
 
 
+@pytest.mark.slow
 def test_a_bf16_run_is_tested_in_bf16_and_evaluate_reproduces_it(tmp_path: Path) -> None:
     """Validation runs under Lightning's bf16 autocast; the run's test report does too, and `clfops evaluate`
     at the same precision gives the same numbers (fp32 may differ on near-tied images)."""

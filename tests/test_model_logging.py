@@ -23,6 +23,8 @@ from clfops.serving.saved_model import Manifest, ModelFileError, load_model
 from clfops.training.train import train
 from conftest import TINY
 
+pytestmark = pytest.mark.slow  # the module fixture trains and logs a run
+
 AUTO_NAME = "auto-registered"  # tracking.register_as of the shared run
 
 

@@ -52,6 +52,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "folder": folder, "images": images}
 
 
+@pytest.mark.slow
 def test_folder_and_idx_predictions_match_the_in_memory_net(run: dict[str, Any], inputs: dict[str, Any]) -> None:
     net, manifest = load_model(Path(run["model_dir"]))
     assert manifest.test_flip  # the default recipe: predictions average each image with its mirror image
@@ -68,6 +69,7 @@ def test_folder_and_idx_predictions_match_the_in_memory_net(run: dict[str, Any],
     assert np.allclose(pred.probs.sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_every_model_source_gives_the_same_answer(run: dict[str, Any], inputs: dict[str, Any]) -> None:
     sources = [str(inputs["folder"])]
     ckpt = Path(run["best_checkpoint"])
@@ -95,6 +97,7 @@ def test_expand_sources_rules(inputs: dict[str, Any]) -> None:
         expand_sources([str(inputs["root"] / "missing")])
 
 
+@pytest.mark.slow
 def test_cli_writes_csv_and_reports_unreadable_files(run: dict[str, Any], inputs: dict[str, Any], tmp_path) -> None:
     root = inputs["root"]
     out = tmp_path / "preds.csv"
@@ -114,6 +117,7 @@ def test_cli_writes_csv_and_reports_unreadable_files(run: dict[str, Any], inputs
     assert "… and 5 more" in proc.stdout  # 25 rows: the first 20 printed, the rest counted
 
 
+@pytest.mark.slow
 def test_cli_model_uri_writes_json(run: dict[str, Any], inputs: dict[str, Any], tmp_path) -> None:
     out = tmp_path / "preds.json"
     idx = str(inputs["root"] / "extra-images-idx3-ubyte.gz")
@@ -145,6 +149,7 @@ def invoke(*args: str) -> Any:
         logger.handlers = saved
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [

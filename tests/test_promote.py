@@ -70,6 +70,7 @@ def test_bad_gates_are_usage_errors(text: str) -> None:
         parse_gate(text)
 
 
+@pytest.mark.slow
 def test_register_tags_the_version_and_cli_lists_it(run: dict[str, Any], name: str) -> None:
     proc = run_cli("register", "--run-id", run["run_id"], "--name", name, env={"MLFLOW_TRACKING_URI": run["store"]})
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -84,12 +85,14 @@ def test_register_tags_the_version_and_cli_lists_it(run: dict[str, Any], name: s
     assert f"registered model {name}" in result.stdout and run["run_id"][:8] in result.stdout
 
 
+@pytest.mark.slow
 def test_gate_falls_back_to_test_metrics_when_eval_is_missing(run: dict[str, Any], name: str) -> None:
     version = version_with(run, name, {"test/acc": 0.95})  # e.g. a run synced from an older clfops
     staged = promote(run["store"], name, "staging", version=version, gates=["eval/accuracy>=0.90"])
     assert staged.promoted and "from test/acc" in tags(run, name, version)["promotion.staging.reason"]
 
 
+@pytest.mark.slow
 def test_gate_passes_then_production_needs_staging(run: dict[str, Any], name: str) -> None:
     v1 = str(register(run["store"], run["run_id"], name).version)
     gate = f"eval/accuracy>={run['test_acc'] - 0.01:.4f}"  # train logs eval/* on the test split itself
@@ -106,6 +109,7 @@ def test_gate_passes_then_production_needs_staging(run: dict[str, Any], name: st
     assert tags(run, name, v2)["promotion.production.forced"] == "true"
 
 
+@pytest.mark.slow
 def test_failing_or_missing_metric_keeps_the_alias(run: dict[str, Any], name: str) -> None:
     good = version_with(run, name, {"eval/accuracy": 0.93, "test/acc": 0.50})
     assert promote(run["store"], name, "staging", version=good, gates=["eval/accuracy>=0.9"]).promoted
@@ -117,6 +121,7 @@ def test_failing_or_missing_metric_keeps_the_alias(run: dict[str, Any], name: st
     assert "clfops evaluate --run-id" in reason  # says what to run
 
 
+@pytest.mark.slow
 def test_compare_to_production_must_beat_it(run: dict[str, Any], name: str) -> None:
     prod = version_with(run, name, {"eval/accuracy": 0.90, "eval/log_loss": 0.30})
     promote(run["store"], name, "staging", version=prod)
@@ -134,6 +139,7 @@ def test_compare_to_production_must_beat_it(run: dict[str, Any], name: str) -> N
     assert aliases(run, name) == {"staging": better, "production": better}
 
 
+@pytest.mark.slow
 def test_cli_exit_codes(run: dict[str, Any], name: str) -> None:
     version = version_with(run, name, {"eval/accuracy": 0.8})
     base = ["promote", "--name", name, "--tracking-uri", run["store"], "--alias", "staging"]
@@ -153,6 +159,7 @@ def test_cli_exit_codes(run: dict[str, Any], name: str) -> None:
     assert aliases(run, name) == {"staging": version}
 
 
+@pytest.mark.slow
 def test_register_logs_the_model_of_a_run_that_logged_none(run: dict[str, Any], name: str) -> None:
     c = MlflowClient(run["store"])
     exp_id = c.get_run(run["run_id"]).info.experiment_id

@@ -79,6 +79,7 @@ def start_and_kill(tmp_path: Path, sig: int) -> tuple[subprocess.Popen, Path]:
     return proc, run_dir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_run_resumes_to_the_same_result(tmp_path: Path, reference: dict, sig: int) -> None:
     proc, run_dir = start_and_kill(tmp_path, sig)
@@ -140,6 +141,7 @@ def finished_run(compose) -> dict:
     return train(compose("run.name=done", "trainer.max_epochs=2", "checkpoint.every_n_epochs=1"))
 
 
+@pytest.mark.slow
 def test_best_last_and_every_n_checkpoints(finished_run: dict) -> None:
     ckdir = Path(finished_run["run_dir"]) / "checkpoints"
     assert sorted(p.name for p in ckdir.iterdir()) == ["best.ckpt", "epoch000.ckpt", "epoch001.ckpt", "last.ckpt"]
@@ -150,6 +152,7 @@ def test_best_last_and_every_n_checkpoints(finished_run: dict) -> None:
     assert best["clfops"]["classes"][0] == "T-shirt/top" and best["clfops"]["config"]["model"]["name"] == "quick_cnn"
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_a_clear_error_and_nothing_is_overwritten(finished_run: dict, tmp_path: Path) -> None:
     last = Path(finished_run["run_dir"]) / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
@@ -160,6 +163,7 @@ def test_corrupt_checkpoint_is_a_clear_error_and_nothing_is_overwritten(finished
     assert hashlib.sha256(last.read_bytes()).hexdigest() == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "key"),
     [("model.args.width=16", "model"), ("data.train_limit=500", "data.train_limit"), ("model=cnn", "model")],
@@ -171,6 +175,7 @@ def test_incompatible_resume_names_the_difference(finished_run: dict, tmp_path: 
     assert "\n" not in line and key in line and "Traceback" not in line
 
 
+@pytest.mark.slow
 def test_more_epochs_is_a_harmless_change_and_is_recorded(finished_run: dict, store: str) -> None:
     cfg = C.compose("train", [f"resume={finished_run['run_dir']}", "trainer.max_epochs=3"])
     summary = train(cfg, [f"resume={finished_run['run_dir']}", "trainer.max_epochs=3"])
@@ -180,6 +185,7 @@ def test_more_epochs_is_a_harmless_change_and_is_recorded(finished_run: dict, st
     assert len(MlflowClient(store).get_metric_history(summary["run_id"], "val/acc")) == 3
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_a_clear_message(tmp_path: Path, store: str) -> None:
     proc = run_cli(
         "train",
@@ -200,6 +206,7 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path: Path, store: str) -> None
     assert run.info.status == "FAILED" and "NonFiniteLossError" in run.data.tags["error"]
 
 
+@pytest.mark.slow
 def test_nan_loss_keeps_the_last_good_checkpoint(finished_run: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     last = Path(finished_run["run_dir"]) / "checkpoints" / "last.ckpt"
     before = hashlib.sha256(last.read_bytes()).hexdigest()

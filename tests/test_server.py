@@ -167,6 +167,8 @@ def _train_against(compose, url: str, name: str, log_model: bool = False) -> tup
     return summary, MlflowClient(tracking_uri=url)
 
 
+@pytest.mark.postgres
+@pytest.mark.multiprocess
 def test_postgres_backend_train_read_back_and_ctrl_c(tmp_path: Path, compose) -> None:
     art = tmp_path / "artifacts"
     with pg_database() as db, clfops_server(
@@ -188,6 +190,8 @@ def test_postgres_backend_train_read_back_and_ctrl_c(tmp_path: Path, compose) ->
         assert leftovers == [] and server.proc.returncode == 0, server.output()[-2000:]
 
 
+@pytest.mark.mariadb
+@pytest.mark.multiprocess
 def test_mariadb_backend_with_s3_artifacts(tmp_path: Path, compose, seaweed: dict[str, str]) -> None:
     import boto3
 
@@ -236,6 +240,8 @@ def _api(url: str, path: str, user: tuple[str, str] | None, body: dict[str, Any]
         return err.code
 
 
+@pytest.mark.postgres
+@pytest.mark.multiprocess
 def test_auth_401_and_per_user_permissions(tmp_path: Path, compose, monkeypatch: pytest.MonkeyPatch) -> None:
     admin = ("admin", f"adm-{uuid.uuid4().hex}")
     alice, bob = ("alice", f"alice-{uuid.uuid4().hex}"), ("bob", f"bob-{uuid.uuid4().hex}")

@@ -23,6 +23,8 @@ from mlflow.tracking import MlflowClient
 from conftest import CLFOPS, TINY, pg_database
 from test_server import Server, assert_run_complete, clfops_server, csv_points, free_port
 
+# clfops servers and training processes side by side (the private_pg fixture adds the postgres marker).
+pytestmark = pytest.mark.multiprocess
 SYNC_HINT = "clfops sync"
 
 

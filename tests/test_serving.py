@@ -24,7 +24,7 @@ import pytest
 from clfops.registry.promote import promote, register
 from test_model_logging import reference_predictions, sample_images, shared_run
 
-pytestmark = pytest.mark.slow  # real subprocesses: a training run / a model server
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]  # real subprocesses: a training run / a model server
 NAME = "served-classifier"
 PING_TIMEOUT_S = 120  # model load imports torch + mlflow; a loaded 2-core machine needs its time
 

@@ -40,6 +40,7 @@ def test_idx_cache_hit_then_invalidated_by_new_files(tmp_path: Path, monkeypatch
     assert np.array_equal(third.train.y.numpy(), (first.train.y.numpy() + 1) % 10)
 
 
+@pytest.mark.slow
 def test_ema_weights_are_validated_tested_and_logged(compose) -> None:
     cfg = compose("run.name=ema", "trainer.ema.enabled=true", "trainer.ema.decay=0.9")
     summary = train(cfg)

@@ -64,6 +64,7 @@ def _check_run(summary: dict, store: str) -> None:
     assert loader_state["current_epoch"] == 1 and loader_state["num_samples_yielded"] == 24  # 3 batches of 8
 
 
+@pytest.mark.slow
 def test_pack_and_train_from_local_shards(tmp_path: Path, image_folder: Path, compose, store: str) -> None:
     dest = tmp_path / "shards"
     index = pack(str(image_folder), str(dest), 0.2, 0, "1MB", S3Options.from_env(), "toy")
@@ -81,6 +82,7 @@ def test_pack_and_train_from_local_shards(tmp_path: Path, image_folder: Path, co
         pack(str(image_folder), str(dest), 0.2, 0, "1MB", S3Options.from_env(), None)
 
 
+@pytest.mark.slow
 def test_pack_and_train_from_s3(
     tmp_path: Path, image_folder: Path, compose, store: str, seaweed: dict[str, str], monkeypatch
 ) -> None:
@@ -102,6 +104,7 @@ def test_pack_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert "only a local folder or s3://bucket/prefix" in bad_dest.stderr
 
 
+@pytest.mark.slow
 def test_stream_resume_continues_exactly(tmp_path: Path, image_folder: Path, compose) -> None:
     """1 epoch, then resume to 2 == 2 epochs straight: litdata's loader state travels in the checkpoint
     (a constant LR, so the shorter first run trains exactly like the first epoch of the longer one)."""

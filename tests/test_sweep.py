@@ -73,6 +73,8 @@ def test_storage_defaults_next_to_the_sqlite_tracking_store(tmp_path: Path) -> N
     assert storage_url("sqlite:///x.db", None) == "sqlite:///x.db"
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_sweep_prunes_resumes_to_five_with_two_workers(tmp_path: Path, store: str, capsys) -> None:
     space = tmp_path / "space.yaml"
     space.write_text("optimizer.lr: {type: float, low: 1.0e-7, high: 1.0e-2, log: true}\n")
@@ -117,6 +119,8 @@ def test_sweep_prunes_resumes_to_five_with_two_workers(tmp_path: Path, store: st
     assert len((out / "trials.csv").read_text().splitlines()) == 6
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
 def test_sweep_on_postgresql_storage(tmp_path: Path, store: str) -> None:
     space = tmp_path / "space.yaml"
     space.write_text("optimizer.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")

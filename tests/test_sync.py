@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from clfops.training.train import train
@@ -34,6 +35,7 @@ def assert_complete(store: str, run_id: str, run_dir: Path) -> None:
         assert sorted(m.step for m in client.get_metric_history(run_id, key)) == steps, key
 
 
+@pytest.mark.slow
 def test_sync_uploads_an_offline_run_once(compose, tmp_path: Path) -> None:
     summary = train(compose("tracking.enabled=false", "run.name=offline"))
     run_dir = Path(summary["run_dir"])
@@ -90,6 +92,8 @@ def stop_server(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_server_lost_mid_run_training_goes_on_and_sync_completes_it(tmp_path: Path) -> None:
     store, port = f"sqlite:///{tmp_path}/server.db", free_port()
     server = start_server(store, port, tmp_path / "artifacts")

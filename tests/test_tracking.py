@@ -19,6 +19,7 @@ from clfops.training.train import train
 from conftest import RUN_FILES, TINY, run_cli
 
 
+@pytest.mark.slow
 def test_run_logs_params_tags_metrics_and_artifacts(compose, store: str) -> None:
     summary = train(compose("run.name=logged", "logging.tensorboard=true", "tracking.log_every_n_steps=2"))
     client = MlflowClient(store)
@@ -59,6 +60,7 @@ def test_run_logs_params_tags_metrics_and_artifacts(compose, store: str) -> None
     assert list((Path(summary["run_dir"]) / "tensorboard").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_tracking_disabled_still_writes_the_run_dir(compose, tmp_path: Path) -> None:
     summary = train(compose("tracking.enabled=false", "run.name=offline"))
     assert summary["run_id"] is None
@@ -82,6 +84,7 @@ def test_unreachable_server_fails_fast_with_one_line(tmp_path: Path) -> None:
     assert line.startswith("clfops: error: tracking server") and uri in line and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_unreachable_server_raises_tracking_error(compose) -> None:
     with pytest.raises(TrackingError, match="unreachable"):
         train(compose(f"tracking.uri=http://127.0.0.1:{free_port()}", "tracking.connect_timeout_s=2"))
@@ -95,6 +98,7 @@ def run_id_of(run_dir: Path, timeout: float = 120) -> str:
     return json.loads((run_dir / "run.json").read_text())["run_id"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_signal_ends_run_killed(tmp_path: Path, sig: int, code: int) -> None:
     store = f"sqlite:///{tmp_path}/m.db"
@@ -118,6 +122,7 @@ def test_signal_ends_run_killed(tmp_path: Path, sig: int, code: int) -> None:
     assert (tmp_path / "runs" / "sig" / "checkpoints" / "last.ckpt").is_file()  # the point to resume from
 
 
+@pytest.mark.slow
 def test_exception_in_training_ends_run_failed_with_the_message(compose, store: str, monkeypatch) -> None:
     import clfops.training.module
 
@@ -133,6 +138,7 @@ def test_exception_in_training_ends_run_failed_with_the_message(compose, store: 
     assert run.info.status == "FAILED" and "disk on fire" in run.data.tags["error"]
 
 
+@pytest.mark.multiprocess
 def test_eight_concurrent_runs_on_a_new_store_all_finish_with_every_point(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path}/fresh.db"  # does not exist yet: 8 processes race to create it
     args = [

@@ -18,6 +18,8 @@ from clfops.training.train import train
 from conftest import RUN_FILES, run_cli
 from test_model_logging import normalised
 
+pytestmark = pytest.mark.slow  # every test trains a run (5-60 s each on 2 cores)
+
 
 def test_train_writes_run_dir_and_summary(compose, store: str, tmp_path: Path) -> None:
     cfg = compose("run.name=e2e", "trainer.max_epochs=2")

@@ -25,6 +25,7 @@ SMALL = ["data.train_limit=400", "data.batch_size=64", "trainer.precision=32-tru
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_lr_find_cli_plot_json_mlflow_and_suggestion_inside_tested_range(tmp_path: Path, store: str) -> None:
     out = tmp_path / "lrf"
     args = ["--steps", "40", "--min-lr", "1e-5", "--max-lr", "0.5", "--out", str(out), "--log-mlflow"]
@@ -55,6 +56,7 @@ def test_suggestion_is_the_steepest_descent_per_decade() -> None:
     assert suggest_lr(lrs[:12], losses[:12]) is None  # too few points after skipping the first 10
 
 
+@pytest.mark.slow
 def test_lr_find_diverging_range_gives_no_suggestion_and_bad_range_is_refused(tmp_path: Path, compose) -> None:
     cfg = compose("data.train_limit=300")
     result = lr_find(cfg, 1e2, 1e6, 20, tmp_path)  # AdamW at LR 100+: the loss explodes in a couple of steps
@@ -63,6 +65,7 @@ def test_lr_find_diverging_range_gives_no_suggestion_and_bad_range_is_refused(tm
         lr_find(cfg, 1e-1, 1e-3, 20, tmp_path)
 
 
+@pytest.mark.slow
 def test_optimizer_lr_auto_becomes_a_number_recorded_as_tuning_lr_found(tmp_path: Path) -> None:
     base = [f"run.root={tmp_path / 'runs'}", *SMALL]
     assert resolve_lr_auto(base) == (base, None)
@@ -73,6 +76,7 @@ def test_optimizer_lr_auto_becomes_a_number_recorded_as_tuning_lr_found(tmp_path
     assert "optimizer.lr=auto" not in overrides
 
 
+@pytest.mark.slow
 def test_batch_size_find_has_a_row_per_size_and_a_pick(tmp_path: Path, compose) -> None:
     cfg = compose("data.train_limit=300")
     rows = batch_size_find(cfg, [32, 16], warmup=1, steps=2)

@@ -6,6 +6,7 @@ is loaded on first use: `import clfops` itself imports neither torch nor Lightni
 
 from __future__ import annotations
 
+from importlib.metadata import version as _dist_version
 from typing import TYPE_CHECKING, Any
 
 from clfops.errors import UserError
@@ -13,7 +14,7 @@ from clfops.errors import UserError
 if TYPE_CHECKING:
     from clfops.api import EvalResult, RunResult, evaluate, load_model, predict, train
 
-__version__ = "0.1.0"
+__version__ = _dist_version("clfops")  # one place knows it: pyproject.toml, through the installed metadata
 __all__ = ["EvalResult", "RunResult", "UserError", "evaluate", "load_model", "predict", "train"]
 
 _API = {"train", "evaluate", "predict", "load_model", "RunResult", "EvalResult", "Probabilities"}

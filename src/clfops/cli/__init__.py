@@ -1,9 +1,10 @@
 """The `clfops` command line: one thin function per command, no ML code, no heavy imports at module level.
 
 `clfops --help` and `clfops train --help` import only click: torch, Lightning and MLflow load inside the
-command that needs them. Every user mistake arrives as an exception whose message is one line; it is printed
-as `clfops: error: ...` with exit code 2 (never a traceback). Commands live in training.py, evaluation.py,
-registry.py, server.py, tuning.py and data.py; importing them registers them on `main`.
+command that needs them. Every user mistake arrives as a `UserError` whose message is one line; it is printed
+as `clfops: error: ...` with exit code 2 (no traceback unless --debug); any other exception is a bug and shows
+its traceback (base.friendly). Commands live in training.py, evaluation.py, registry.py, server.py, tuning.py
+and data.py; importing them registers them on `main`.
 """
 
 import sys

@@ -1,8 +1,10 @@
 """The `clfops` command group and the error handling every command shares.
 
 `clfops --help` and `clfops train --help` import only click: torch, Lightning and MLflow load inside the
-command that needs them. Every user mistake arrives here as an exception whose message is one line; it is
-printed as `clfops: error: ...` with exit code 2 (never a traceback).
+command that needs them. Every user mistake arrives here as a `UserError` (clfops.errors) whose message is one
+line; it is printed as `clfops: error: ...` with exit code 2, no traceback. Any other exception is a bug (in
+clfops or a library it calls): its traceback is printed and the exit code is 1. `clfops --debug` (or
+CLFOPS_DEBUG=1) prints the traceback of a user error too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -22,10 +25,27 @@ from clfops.errors import RunFailed, UserError
 
 EXIT_USAGE = 2
 STORE_HELP = "Tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
+DEBUG_ENV = "CLFOPS_DEBUG"
+
+
+def debugging() -> bool:
+    """True under `clfops --debug ...` or with CLFOPS_DEBUG=1 in the environment."""
+    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        return True
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().params.get("debug"))
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of the message (a UserError's message is one line; this guards a multi-line one)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn user errors into one line + exit 2, Ctrl-C into exit 130."""
+    """Turn clfops' user errors into one line + exit 2, a failed run into one line + exit 1, Ctrl-C into
+    exit 130. Anything else propagates: Python prints its traceback and exits 1 (a ValueError from numpy or
+    torch is a bug to report, not a user mistake to hide)."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -36,15 +56,12 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             signum = getattr(err, "signum", 2)
             click.echo(f"clfops: {err or 'interrupted'}", err=True)
             sys.exit(128 + signum)
-        except Exception as err:
-            if isinstance(err, RunFailed):  # diverged, a training process died: the run is FAILED, exit 1
-                click.echo(f"clfops: error: {err}", err=True)
-                sys.exit(1)
-            if isinstance(err, (UserError, ValueError)):
-                message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                click.echo(f"clfops: error: {message}", err=True)
-                sys.exit(EXIT_USAGE)
-            raise
+        except (UserError, RunFailed) as err:
+            # RunFailed: diverged, a training process died; the run is FAILED, exit 1.
+            if debugging():
+                traceback.print_exc()
+            click.echo(f"clfops: error: {one_line(err)}", err=True)
+            sys.exit(1 if isinstance(err, RunFailed) else EXIT_USAGE)
 
     return wrapper
 
@@ -76,7 +93,8 @@ def quick_exit(code: int | str | None) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="clfops")
-def main() -> None:
+@click.option("--debug", is_flag=True, help=f"Print the traceback of a user error too (or set {DEBUG_ENV}=1).")
+def main(debug: bool) -> None:
     """clfops: train, track, evaluate, promote and serve PyTorch image classifiers."""
     import logging
 

@@ -16,8 +16,10 @@ Ops (each off by default, each per-sample, no Python loop over images), applied 
   4. random erasing (``erasing_p``): a rectangle of area U(scale)*H*W and aspect ratio log-U(ratio), set
      to ``erasing_value`` (torchvision's 10-attempt rejection rule, vectorised).
 
-Presets (``AugmentConfig.preset(name)``):
+Presets are the Hydra configs in configs/augment/ (``augment=none|flip|basic|strong``; their keys are this
+class's fields, read by ``training.build.augment_config``):
   none   all off;
+  flip   flip 0.5 + the test-time flip (the default recipe);
   basic  flip 0.5 + crop pad 4 (seed 001's basic);
   strong basic + rotation 15 deg + colour jitter 0.2 (brightness/contrast/saturation) + erasing p 0.3.
 
@@ -39,15 +41,14 @@ Alternatives measured (1x28x28 unless noted):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from clfops.data import DataError
 
-__all__ = ["PRESETS", "Augment", "AugmentConfig", "AugmentError"]
+__all__ = ["Augment", "AugmentConfig", "AugmentError"]
 
 
 class AugmentError(DataError, ValueError):
@@ -108,39 +109,6 @@ class AugmentConfig:
             or self.erasing_p > 0
         )
 
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> AugmentConfig:
-        if name not in PRESETS:
-            raise AugmentError(f"unknown augment preset {name!r}; choose one of: {', '.join(PRESETS)}")
-        return cls(**{**asdict(PRESETS[name]), **overrides})
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AugmentConfig:
-        """Build from a config mapping; an optional ``preset`` key gives the starting point."""
-        d = dict(d)
-        preset = d.pop("preset", None)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise AugmentError(
-                f"unknown augment option(s) {', '.join(unknown)}; accepted: preset, {', '.join(sorted(known))}"
-            )
-        return cls.preset(preset, **d) if preset is not None else cls(**d)
-
-
-PRESETS: dict[str, AugmentConfig] = {
-    "none": AugmentConfig(),
-    "basic": AugmentConfig(flip_p=0.5, crop_pad=4),
-    "strong": AugmentConfig(
-        flip_p=0.5,
-        crop_pad=4,
-        rotation_deg=15.0,
-        brightness=0.2,
-        contrast=0.2,
-        saturation=0.2,
-        erasing_p=0.3,
-    ),
-}
 
 _GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights, as torchvision's rgb_to_grayscale
 

@@ -89,7 +89,7 @@ class BatchLoader:
 
     def __init__(self, split: Split, batch_size: int, sampler: EpochSampler, drop_last: bool = False) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}: must be >= 1")
+            raise DataError(f"batch_size={batch_size}: must be >= 1")
         self.split, self.batch_size, self.sampler, self.drop_last = split, batch_size, sampler, drop_last
         self.batch_sampler = None  # Lightning inspects DataLoader-like attributes; batching is ours
         self._done = 0  # batches yielded in the current epoch (state for a mid-epoch checkpoint)

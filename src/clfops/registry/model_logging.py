@@ -16,11 +16,13 @@ log = logging.getLogger("clfops")
 def _pip_requirements() -> list[str]:
     """Explicit pins: MLflow's requirement inference imports the model in a subprocess (seconds)."""
     from importlib.metadata import version
-
-    from clfops import __version__
+    from importlib.metadata import version as _dist_version
 
     pins = [f"{name}=={version(name).split('+')[0]}" for name in ("torch", "safetensors", "numpy", "pandas", "mlflow")]
-    return [*pins, f"clfops=={__version__}"]  # clfops: install it from its repository for other env managers
+    return [
+        *pins,
+        f"clfops=={_dist_version('clfops')}",
+    ]  # clfops: install it from its repository for other env managers
 
 
 def _pyfunc_model_file() -> Path:

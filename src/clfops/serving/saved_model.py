@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import version as _dist_version
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from clfops import __version__
 from clfops.errors import UserError
 from clfops.safe_files import atomic_write_bytes, atomic_write_text
 
@@ -38,7 +38,7 @@ class Manifest:
     mean: list[float]
     std: list[float]
     sha256: str = ""
-    clfops_version: str = __version__
+    clfops_version: str = _dist_version("clfops")
     data_sha256: str = ""
     run_id: str = ""
     test_flip: bool = False  # predictions average each image's logits with its mirror image's (augment.test_flip)

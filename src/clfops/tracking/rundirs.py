@@ -114,14 +114,14 @@ def provenance_tags(run_dir: Path, overrides: list[str]) -> dict[str, str]:
 
 
 def version_params() -> dict[str, Any]:
+    from importlib.metadata import version as _dist_version
+
     import lightning
     import mlflow
     import torch
 
-    from clfops import __version__
-
     return {
-        "version.clfops": __version__,
+        "version.clfops": _dist_version("clfops"),
         "version.torch": torch.__version__,
         "version.lightning": lightning.__version__,
         "version.mlflow": mlflow.__version__,

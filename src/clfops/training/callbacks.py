@@ -14,6 +14,7 @@ from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
 from omegaconf import DictConfig
 
+from clfops.config import ConfigError
 from clfops.safe_files import atomic_write_bytes, load_checkpoint
 
 
@@ -62,9 +63,9 @@ def ema_callback(ema: DictConfig, swa_enabled: bool) -> L.Callback | None:
     if not ema.enabled:
         return None
     if swa_enabled:
-        raise ValueError("trainer.ema and trainer.swa both average weights: enable only one of them")
+        raise ConfigError("trainer.ema and trainer.swa both average weights: enable only one of them")
     if not 0.0 < float(ema.decay) < 1.0:
-        raise ValueError(f"trainer.ema.decay={ema.decay}: must be in (0, 1), e.g. 0.999")
+        raise ConfigError(f"trainer.ema.decay={ema.decay}: must be in (0, 1), e.g. 0.999")
     from lightning.pytorch.callbacks import EMAWeightAveraging
 
     return EMAWeightAveraging(decay=float(ema.decay), update_starting_at_step=int(ema.start_step))

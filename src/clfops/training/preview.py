@@ -83,7 +83,7 @@ def preview_grid(
     left, top = 0.6 / fig.get_figwidth(), 0.5 / fig.get_figheight()  # room for the row labels and the title
     ax = fig.add_axes((left, 0.0, 1.0 - left, 1.0 - top))
     grey = ch == 1
-    image = mosaic[..., 0] if grey else mosaic
+    image = (mosaic[..., 0] if grey else mosaic).numpy()  # a tensor in matplotlib: numpy 2 copy= deprecation
     ax.imshow(image, cmap="gray" if grey else None, vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     for row in range(rows):

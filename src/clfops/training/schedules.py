@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler as S
 
+from clfops.config import ConfigError
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "multistep", "exponential", "cosine", "onecycle", "plateau")
 
@@ -74,7 +76,7 @@ def build_optimizer(net: nn.Module, s: OptimizerSettings) -> torch.optim.Optimiz
         return torch.optim.Adam(groups, lr=s.lr, betas=_betas(s), fused=True)
     if s.name == "adamw":
         return torch.optim.AdamW(groups, lr=s.lr, betas=_betas(s), fused=True)
-    raise ValueError(f"optimizer.name={s.name!r}: valid choices are {', '.join(OPTIMIZERS)}")
+    raise ConfigError(f"optimizer.name={s.name!r}: valid choices are {', '.join(OPTIMIZERS)}")
 
 
 def build_scheduler(
@@ -119,7 +121,7 @@ def build_scheduler(
             return None
         main = S.ConstantLR(opt, factor=1.0, total_iters=0)
     else:
-        raise ValueError(f"scheduler.name={s.name!r}: valid choices are {', '.join(SCHEDULERS)}")
+        raise ConfigError(f"scheduler.name={s.name!r}: valid choices are {', '.join(SCHEDULERS)}")
     return _with_warmup(opt, main, _fit_warmup(warmup, max(1, epochs), "epochs"), "epoch")
 
 
@@ -134,7 +136,7 @@ def _fit_warmup(warm: int, total: int, unit: str) -> int:
 
 def _betas(s: OptimizerSettings) -> tuple[float, float]:
     if s.betas is None:
-        raise ValueError(f"optimizer.betas is required for optimizer.name={s.name}")
+        raise ConfigError(f"optimizer.betas is required for optimizer.name={s.name}")
     return (float(s.betas[0]), float(s.betas[1]))
 
 

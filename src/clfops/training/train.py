@@ -32,7 +32,7 @@ from clfops.data.sources import load_source
 from clfops.errors import RunFailed
 from clfops.hardware import configure_threads, resolve_precision
 from clfops.models import count_params
-from clfops.safe_files import CheckpointError, atomic_write_text
+from clfops.safe_files import CheckpointError
 from clfops.serving.saved_model import save_model
 from clfops.tracking import STATUSES, Tracker, run_dir_lookup
 from clfops.tracking import rundirs as runs
@@ -93,8 +93,8 @@ def train(
             where = "mid-epoch" if resume.mid_epoch else "after epoch"
             log.info(f"resuming from {resume.checkpoint} ({where} {resume.epoch + 1}); changed: {changed or 'nothing'}")
         else:
-            atomic_write_text(run_dir / "config.yaml", C.to_yaml(cfg))
-            atomic_write_text(run_dir / "overrides.yaml", "".join(f"- {o}\n" for o in overrides) or "[]\n")
+            runs.write_text(run_dir / "config.yaml", C.to_yaml(cfg))  # redacted: no password in a run dir
+            runs.write_text(run_dir / "overrides.yaml", "".join(f"- {o}\n" for o in overrides) or "[]\n")
         runs.write_status(run_dir, "RUNNING")
         t0 = time.perf_counter()
         source, splits = _load_data(cfg, resume)
@@ -115,7 +115,7 @@ def train(
             torch_flavor, register_as = bool(cfg.tracking.log_torch_flavor), cfg.tracking.register_as
             summary.update(log_run_model(tracker, Path(summary["model_dir"]), example, torch_flavor, register_as))
         summary["timings"] = timings(summary, clock, startup_s)
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+        runs.write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         if tracker is not None:
             log_run_files(tracker, run_dir)
     except BaseException as err:
@@ -123,6 +123,8 @@ def train(
         # Another rank died: name it, not the collective's "connection closed" that rank 0 saw as a result.
         resume_hint = f"; the run is FAILED; continue it with: clfops train resume={run_dir}"
         ended = RunFailed(f"{failure}{resume_hint}") if failure is not None else err
+        if failure is None and isinstance(err, OSError):  # disk full, read-only, permission: one line, no debris
+            ended = RunFailed(f"{runs.os_error_line(err)}{resume_hint}")
         _end_tracking(tracker, run_dir, ended)
         if ended is not err:
             raise ended from None
@@ -134,7 +136,7 @@ def train(
     _end_tracking(tracker, run_dir, None)
     if tracker is not None and tracker.offline:  # the store lacks part of this run: say so where it is read
         summary["tracking_offline"] = True
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+        runs.write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 

@@ -52,7 +52,9 @@ def _everything(root: Path, client: MlflowClient, run_id: str, model_uri: str | 
     )
     found |= {f"artifact:{p}": p.read_bytes() for p in arts.rglob("*") if p.is_file()}
     if model_uri:
-        model = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(out / "model")))
+        location = client.get_logged_model(model_uri.rsplit("/", 1)[-1]).artifact_location
+        where, store = str(out / "model"), client.tracking_uri
+        model = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=where, tracking_uri=store))
         found |= {f"model:{p}": p.read_bytes() for p in model.rglob("*") if p.is_file()}
     return found
 

@@ -176,7 +176,8 @@ class Tracker:
         try:
             c = client(uri, timeout_s)
             exp_id = experiment_id(c, experiment, uri)
-            run = c.create_run(exp_id, run_name=run_name, tags=tags)
+            clean = {k: redact_text(str(v)) for k, v in tags.items()}  # clfops.command holds the overrides
+            run = c.create_run(exp_id, run_name=run_name, tags=clean)
         except TrackingError:
             raise
         except Exception as err:

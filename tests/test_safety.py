@@ -19,7 +19,7 @@ from clfops import config as C
 from clfops.data import DataError
 from clfops.data.sources import load_source
 from clfops.safe_files import CheckpointError
-from clfops.tracking.redact import redact_text, redact_uri
+from clfops.tracking.redact import redact_uri
 from clfops.training.checkpoint import find_resume
 from conftest import TINY, pg_database, run_cli
 from test_server import clfops_server
@@ -69,6 +69,8 @@ def _assert_nowhere(secret: str, found: dict[str, bytes]) -> None:
 
 
 def test_redact_every_scheme_we_accept() -> None:
+    from clfops.tracking.redact import redact_text
+
     cases = {
         "postgresql://alice:s3cr3tA@127.0.0.1:5432/mlflow": "postgresql://alice:***@127.0.0.1:5432/mlflow",
         "mysql+pymysql://root:s3cr3tB@h:3306/db": "mysql+pymysql://root:***@h:3306/db",

@@ -128,6 +128,8 @@ def compose(name: str, overrides: list[str], config_dirs: list[Path] | None = No
         raise ConfigError(f"config: {_first_line(str(err))}") from None
     _check_missing(cfg, prefix="")
     validate_ranges(cfg)
+    if name == "train":
+        check_train_limits(cfg)
     return cfg
 
 
@@ -199,7 +201,31 @@ def resume_config(saved: dict[str, Any], overrides: list[str]) -> DictConfig:
             raise ConfigError(f"{key}: {_first_line(str(err))}") from None
     _check_types(merged, base, prefix="")
     OmegaConf.set_struct(merged, False)
+    check_train_limits(merged)
     return merged
+
+
+def check_run_name(name: Any) -> None:
+    """run.name is one path component: a run never lands outside run.root (../x, /abs) or in a subfolder."""
+    if name is None:
+        return
+    text = str(name)  # run.name=nan is a float, run.name=7 an int
+    if text in ("", ".", "..") or "/" in text or "\\" in text or "\0" in text:
+        raise ConfigError(
+            f"run.name={text!r}: must be a single folder name (no '/', not empty, '.' or '..'); "
+            "choose where run dirs go with run.root=DIR"
+        )
+
+
+def check_train_limits(cfg: DictConfig) -> None:
+    """What keeps a run inside its folder and its time: checked before a run dir or MLflow run exists."""
+    check_run_name(OmegaConf.select(cfg, "run.name"))
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ConfigError(f"trainer.max_epochs={epochs}: must be an integer of at least 1 (-1 would never stop)")
+    keep = OmegaConf.select(cfg, "checkpoint.keep_periodic")
+    if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
+        raise ConfigError(f"checkpoint.keep_periodic={keep}: must be an integer of at least 1 (the newest N kept)")
 
 
 def _check_types(cfg: Any, default: Any, prefix: str) -> None:

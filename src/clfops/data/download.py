@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 from clfops.data import DataError
 from clfops.data.cifar import ARCHIVE_NAME, BATCHES_DIR, TEST_FILE, TRAIN_FILES
-from clfops.data.idx import idx_files_present
+from clfops.data.idx import IDX_FILES, idx_files_present
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_TIMEOUT_S = 20.0
@@ -165,6 +165,15 @@ def files_present(name: str, root: Path) -> bool:
             or all((root / f).is_file() for f in (*TRAIN_FILES, TEST_FILE))
         )
     return idx_files_present(root)
+
+
+def missing_files(name: str, root: Path) -> list[str]:
+    """The files the reader for `name` needs that `root` lacks (empty when files_present)."""
+    if files_present(name, root):
+        return []
+    if name == "cifar10":
+        return [ARCHIVE_NAME]  # or its extracted batches: the message names the archive the download gives
+    return [f"{s}(.gz)" for s in IDX_FILES.values() if not ((root / f"{s}.gz").is_file() or (root / s).is_file())]
 
 
 def ensure(

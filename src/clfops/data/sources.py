@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from clfops.data import DataError, Source, Split
 from clfops.data.cache import default_cache_dir
 from clfops.data.cifar import load_cifar10
-from clfops.data.download import DEBIAN_FASHION_MNIST, ensure
+from clfops.data.download import DEBIAN_FASHION_MNIST, ensure, missing_files
 from clfops.data.folder import load_folder
 from clfops.data.hashing import tensor_sha256
 from clfops.data.idx import load_fashion_mnist, load_mnist
@@ -34,7 +34,16 @@ def load_source(
         return load_folder(Path(root), channels=channels, size=size)
     if name not in DATASETS:
         raise DataError(f"data.name={name!r}: valid data sets are {', '.join(DATASETS)}")
-    folder = ensure(name, Path(root) if root else default_root(name))
+    if root:  # the user's folder is used as given: no system copy, no download mixed into it
+        missing = missing_files(name, Path(root))
+        if missing:
+            raise DataError(
+                f"data.root={root} lacks {', '.join(missing)}: put the file(s) there, or leave data.root unset "
+                f"(`clfops fetch {name}` downloads into data/{name})"
+            )
+        folder = Path(root)
+    else:  # unset: the system copy (fashion_mnist) or data/<name>, downloaded when missing
+        folder = ensure(name, default_root(name))
     if name == "cifar10":
         source = load_cifar10(folder)
     else:  # IDX: decoded tensors cached by the files' sha256 (gunzip + parse each run is ~0.7 s wasted)

@@ -1,7 +1,8 @@
 """report.html: one self-contained page (inline CSS, base64 PNGs, no scripts, no network) a person reads.
 
 No JavaScript at all: the page renders the same in a browser, an MLflow artifact preview or a mail client,
-and cannot produce console errors. Every value from the run is escaped.
+and cannot produce console errors. Every value from the run is escaped, and every text from the run
+(provenance, the training config, the title) redacted: the Tracking URI row shows USER:***@HOST.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import base64
 from html import escape
 from typing import Any
+
+from clfops.tracking.redact import redact_text
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; margin: 2em auto; max-width: 1150px;
@@ -83,7 +86,7 @@ def _confused_table(pairs: list[dict[str, Any]]) -> str:
 
 def _provenance_table(provenance: dict[str, str]) -> str:
     rows = "".join(
-        f'<tr><th class="l">{escape(k)}</th><td class="l"><code>{escape(str(v))}</code></td></tr>'
+        f'<tr><th class="l">{escape(k)}</th><td class="l"><code>{escape(redact_text(str(v)))}</code></td></tr>'
         for k, v in provenance.items()
     )
     return f"<table>{rows}</table>"
@@ -98,6 +101,8 @@ def render_html(
     title: str,
 ) -> str:
     """The whole page. `figures` maps a file name (confusion_matrix.png, ...) to its PNG bytes."""
+    title, config_yaml = redact_text(title), redact_text(config_yaml) if config_yaml else None
+    source = redact_text(provenance.get("Model source", ""))
     cards = "".join(
         f'<div class="card"><div class="v">{report[key]:.4f}</div><div class="k">{escape(label)}</div></div>'
         for key, label in CARDS
@@ -117,7 +122,7 @@ def render_html(
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
 <body>
 <h1>{escape(title)}</h1>
-<p class="sub">{escape(provenance.get("Model source", ""))} · {len(report["classes"])} classes</p>
+<p class="sub">{escape(source)} · {len(report["classes"])} classes</p>
 <div class="cards">{cards}</div>
 <h2>Summary</h2>{_summary_table(report)}
 <h2>Per class</h2>{_per_class_table(report)}

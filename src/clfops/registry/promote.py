@@ -102,6 +102,12 @@ def _gate_checks(gates: list[Gate], metrics: dict[str, float], run_id: str | Non
     checks = []
     for gate in gates:
         found = lookup(metrics, gate.metric)
+        evaluated = any(k.startswith("eval/") for k in metrics)
+        if found is None and run_id and (evaluated or not gate.metric.startswith("eval/")):
+            known = ", ".join([*sorted(k for k in metrics if k.startswith(("test/", "val/"))), "eval/accuracy"])
+            raise PromotionError(
+                f"--gate {gate}: run {run_id} has no metric {gate.metric!r}; gate on one it logged ({known}, ...)"
+            )
         if found is None:
             hint = f"run `clfops evaluate --run-id {run_id} --log-mlflow` first" if run_id else "no run"
             checks.append((False, f"{gate.metric} not logged ({hint})"))

@@ -134,6 +134,8 @@ def expand_sources(sources: list[str]) -> list[tuple[str, Path]]:
             entries.append(("idx" if _is_idx(path) else "image", path))
         else:
             raise PredictError(f"{source}: no such file or folder")
+    if not entries:  # an empty folder: exit 0 with no output would read as "nothing wrong"
+        raise PredictError(f"no images in {', '.join(sources)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     return entries
 
 

@@ -64,9 +64,16 @@ def read_manifest(directory: Path) -> Manifest:
         raise ModelFileError(f"{directory}: no {MANIFEST} (not a clfops model directory)")
     try:
         data = json.loads(path.read_text())
-        return Manifest(**data)
+        manifest = Manifest(**data)
     except (json.JSONDecodeError, TypeError) as err:
         raise ModelFileError(f"{path}: unreadable manifest ({err})") from None
+    for key in ("mean", "std"):  # one value per input channel, else preprocessing fails deep in torch
+        values = getattr(manifest, key)
+        if not isinstance(values, list) or len(values) != manifest.in_channels:
+            raise ModelFileError(
+                f"{path}: {key} must list {manifest.in_channels} numbers (one per channel), got {values!r}"
+            )
+    return manifest
 
 
 def load_model(directory: Path, expected_classes: list[str] | None = None) -> tuple[nn.Module, Manifest]:

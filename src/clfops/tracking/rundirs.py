@@ -6,7 +6,9 @@ summary.json, status.json, run.json (MLflow run id + URI), checkpoints/ and mode
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import fcntl
 import json
 import logging
@@ -18,26 +20,37 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from clfops.config import check_run_name
 from clfops.safe_files import CheckpointError, atomic_write_text
+from clfops.tracking.redact import install_log_filter, redact_text
 
 log = logging.getLogger("clfops")
 
 
 def create(root: Path, name: str | None) -> Path:
     """A new run directory; a timestamp name gets a -2, -3… suffix if two runs start in one second."""
-    root.mkdir(parents=True, exist_ok=True)
-    base = str(name) if name is not None else datetime.now().strftime("%Y%m%d-%H%M%S")  # run.name=nan is a float
+    check_run_name(name)  # also checked when the config is composed; here for callers that skip that
+    base = str(name) if name is not None else datetime.now().strftime("%Y%m%d-%H%M%S")
     for k in range(1, 1000):
         path = root / (base if k == 1 else f"{base}-{k}")
         try:
-            path.mkdir()
+            path.mkdir(parents=True)
             return path
-        except FileExistsError:
+        except OSError as err:
+            if not isinstance(err, FileExistsError):  # read-only, no permission, disk full
+                raise CheckpointError(f"cannot create the run dir: {os_error_line(err)}") from None
             if name:  # an explicit name is the user's choice: refuse to mix two runs in one dir
                 raise CheckpointError(
                     f"run dir {path} exists: pick another run.name, or resume it with resume={path}"
                 ) from None
     raise CheckpointError(f"cannot create a run dir under {root}")
+
+
+def os_error_line(err: OSError) -> str:
+    """'PATH: ENOSPC (No space left on device)': what failed where, for the one line a run ends with."""
+    code = errno.errorcode.get(err.errno, str(err.errno)) if err.errno is not None else type(err).__name__
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{code} ({err.strerror or err})"
 
 
 def lock(run_dir: Path) -> IO[str]:
@@ -66,28 +79,55 @@ def _lock_held(run_dir: Path) -> bool:
 
 
 def write_text(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
+    """Every text file of a run dir goes through here: written atomically, credentials redacted."""
+    atomic_write_text(path, redact_text(text))
 
 
 def write_status(run_dir: Path, status: str, message: str | None = None) -> None:
-    data = {"status": status, "time": time.time(), "message": message}
-    atomic_write_text(run_dir / "status.json", json.dumps(data))
+    """status.json; when the disk is full the atomic write (a new file) fails, and the final status is
+    written over the old file's bytes instead: a FAILED run must not stay RUNNING for want of one block."""
+    path = run_dir / "status.json"
+    text = redact_text(json.dumps({"status": status, "time": time.time(), "message": message}))
+    try:
+        atomic_write_text(path, text)
+    except OSError:
+        if not path.is_file():
+            raise
+        with path.open("r+b") as fh:  # the file's existing blocks: no allocation on tmpfs/ext4 for ~100 bytes
+            fh.write(text.encode("utf-8"))
+            fh.truncate()
 
 
 def attach_log_file(path: Path) -> logging.Handler:
-    """train.log gets clfops' and Lightning's messages, timestamped."""
-    handler = logging.FileHandler(path, encoding="utf-8")
+    """train.log gets clfops' and Lightning's messages, timestamped and redacted."""
+    handler = _RunLog(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    install_log_filter(handler, logging.getLogger("clfops"))
     for name in ("clfops", "lightning.pytorch"):
         logging.getLogger(name).addHandler(handler)
     logging.getLogger("clfops").setLevel(logging.INFO)
     return handler
 
 
+class _RunLog(logging.FileHandler):
+    """train.log. A write that fails (disk full) stops this file, not the run, and prints no logging
+    traceback: the run ends with one line naming the path, the console keeps the messages."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failed = True
+
+
 def detach_log_file(handler: logging.Handler) -> None:
     for name in ("clfops", "lightning.pytorch"):
         logging.getLogger(name).removeHandler(handler)
-    handler.close()
+    with contextlib.suppress(OSError):  # its last flush on a full disk: the run's outcome is already reported
+        handler.close()
 
 
 def _git(*args: str) -> str | None:
@@ -133,20 +173,24 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     """Every run dir under `root`, newest first: name, status, epochs done, best val/acc, test/acc, path."""
     found = []
     for run_dir in sorted((p for p in root.glob("*") if (p / "config.yaml").is_file()), key=_mtime, reverse=True):
-        status = _read_json(run_dir / "status.json").get("status", "UNKNOWN")
+        status = str(_read_json(run_dir / "status.json").get("status", "UNKNOWN"))
         if status == "RUNNING" and not _lock_held(run_dir):
             status = "STOPPED"  # the process died without a word (SIGKILL, power cut): resumable
-        rows = read_metrics(run_dir / "metrics.csv")
+        try:
+            rows = read_metrics(run_dir / "metrics.csv")
+        except (OSError, ValueError, KeyError):  # a damaged metrics.csv: the run is still listed
+            rows = []
         epochs = [r for r in rows if "val/acc" in r or "train/acc" in r]
         best = max((r["val/acc"] for r in rows if "val/acc" in r), default=None)
         summary = _read_json(run_dir / "summary.json")
+        test_acc = summary.get("test_acc")
         found.append(
             {
                 "name": run_dir.name,
                 "status": status,
                 "epochs": len({r["epoch"] for r in epochs}),
                 "best_val_acc": best,
-                "test_acc": summary.get("test_acc"),
+                "test_acc": test_acc if isinstance(test_acc, (int, float)) else None,
                 "resumable": (run_dir / "checkpoints" / "last.ckpt").is_file() and status != "FINISHED",
                 "path": str(run_dir),
             }
@@ -159,10 +203,13 @@ def _mtime(path: Path) -> float:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object, or {} for a missing, unreadable, malformed or non-object file (one bad run dir must
+    not stop `clfops runs` from listing the others)."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

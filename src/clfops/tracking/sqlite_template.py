@@ -11,6 +11,7 @@ the Default experiment itself, where the new store is used, exactly as on a fres
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -21,21 +22,35 @@ from pathlib import Path
 log = logging.getLogger("clfops")
 
 
-def seed_sqlite_store(uri: str) -> None:
-    """When `uri` is a local SQLite store whose file does not exist yet, create it from the template.
-    Call under the store's lock; any problem only means MLflow migrates the store as usual."""
+def seed_sqlite_store(uri: str) -> Path | None:
+    """When `uri` is a local SQLite store whose file does not exist yet, create it from the template and
+    return its path (None otherwise). Call under the store's lock; any problem only means MLflow migrates
+    the store as usual. A copy that fails (a full disk) leaves no temp file behind."""
     if not uri.startswith("sqlite:///"):
-        return
+        return None
     db = Path(uri.removeprefix("sqlite:///"))
     if db.exists() or str(db) in ("", ":memory:"):
-        return
+        return None
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
     try:
         template = _template()
-        tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
         shutil.copyfile(template, tmp)
         os.replace(tmp, db)
     except (OSError, sqlite3.Error) as err:
+        tmp.unlink(missing_ok=True)
         log.debug(f"no SQLite store template ({err}); MLflow creates {db} itself")
+    return db
+
+
+def remove_failed_store(db: Path | None) -> None:
+    """A store that `seed_sqlite_store` began and MLflow could not finish (disk full, read-only): removed,
+    so the next run does not find an empty or half-migrated file. A store with runs in it is never touched
+    (it existed before this process: `db` is None then)."""
+    if db is None:
+        return
+    for path in (db, db.with_name(db.name + "-journal"), db.with_name(db.name + "-wal")):
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def _template() -> Path:

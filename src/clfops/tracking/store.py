@@ -8,6 +8,7 @@ the tracker offline with one warning: training goes on and `clfops sync RUN_DIR`
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import logging
@@ -20,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from clfops.errors import UserError
+from clfops.tracking.redact import install_log_filter, is_redacted, redact_text, redact_uri, split_userinfo
 
 log = logging.getLogger("clfops")
+install_log_filter(log)  # every message logged on "clfops" (console and train.log) is redacted once
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -32,24 +35,77 @@ class TrackingError(UserError):
 
 
 def resolve_uri(uri: str | None) -> str:
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    """The URI to connect with: `uri`, else $MLFLOW_TRACKING_URI, else ./mlflow.db. A recorded URI whose
+    password clfops hid (run.json, config.yaml: USER:***@HOST) gets its credentials back from the
+    environment only; http(s) credentials move out of the URL into MLflow's basic-auth variables."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = uri or env or DEFAULT_URI
+    if is_redacted(uri):
+        uri = _credentials_from_env(uri, env)
+    if uri.startswith(("http://", "https://")):
+        bare, user, password = split_userinfo(uri)
+        if password is not None:  # MLflow sends these as basic auth; the URL itself never holds them
+            os.environ["MLFLOW_TRACKING_USERNAME"] = user or ""
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+            uri = bare
+    return uri
+
+
+def same_store(a: str | None, b: str | None) -> bool:
+    """Whether two URIs (either possibly recorded with its password hidden) name the same store."""
+
+    def shown(uri: str | None) -> str:
+        uri = redact_uri(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)
+        return split_userinfo(uri)[0] if uri.startswith(("http://", "https://")) else uri
+
+    return shown(a) == shown(b)
+
+
+def _credentials_from_env(recorded: str, env: str | None) -> str:
+    if env and redact_uri(env) == recorded:
+        return env
+    bare, user, _ = split_userinfo(recorded)
+    http = recorded.startswith(("http://", "https://"))
+    if (
+        http
+        and user
+        and os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        and os.environ.get("MLFLOW_TRACKING_USERNAME", user) == user
+    ):
+        os.environ["MLFLOW_TRACKING_USERNAME"] = user
+        return bare
+    raise TrackingError(
+        f"the tracking URI {recorded} was recorded without its password: give tracking.uri=... (or --tracking-uri) "
+        "again with it, or set MLFLOW_TRACKING_URI (MLFLOW_TRACKING_USERNAME/PASSWORD for http)"
+    )
+
+
+def _auth_header() -> dict[str, str]:
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if not user or password is None:
+        return {}
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
 
 
 def _check_reachable(uri: str, timeout_s: float) -> None:
-    """Fail in seconds, not minutes: MLflow's own client retries an unreachable server for a long time."""
+    """Fail in seconds, not minutes: MLflow's own client retries an unreachable server for a long time.
+    Credentials go as a basic-auth header, as MLflow sends them (in the URL urllib reads them as the host)."""
     if not uri.startswith(("http://", "https://")):
         return
+    shown = redact_uri(uri)
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+        request = urllib.request.Request(split_userinfo(uri)[0].rstrip("/") + "/health", headers=_auth_header())
+        with urllib.request.urlopen(request, timeout=timeout_s):
             return
     except urllib.error.HTTPError as err:
         if err.code in (401, 403):
             return  # reachable; authentication is checked by the first real call
-        raise TrackingError(f"tracking server {uri} answered HTTP {err.code} on /health") from None
+        raise TrackingError(f"tracking server {shown} answered HTTP {err.code} on /health") from None
     except (OSError, ValueError) as err:
-        reason = getattr(err, "reason", err)
+        reason = redact_text(str(getattr(err, "reason", err)))
         raise TrackingError(
-            f"tracking server {uri} is unreachable ({reason}): start it (clfops server) or set "
+            f"tracking server {shown} is unreachable ({reason}): start it (clfops server) or set "
             "tracking.uri / MLFLOW_TRACKING_URI, or tracking.enabled=false"
         ) from None
 
@@ -84,11 +140,15 @@ def client(uri: str | None = None, timeout_s: float = 10.0, create: bool = True)
     from mlflow.tracking import MlflowClient
 
     with _store_lock(uri):
-        from clfops.tracking.sqlite_template import seed_sqlite_store
+        from clfops.tracking.sqlite_template import remove_failed_store, seed_sqlite_store
 
-        seed_sqlite_store(uri)  # a new SQLite store: a copy of a migrated template, not ~3 s of migrations
-        c = MlflowClient(tracking_uri=uri)
-        c.search_experiments(max_results=1)  # forces store creation + migration while we hold the lock
+        new_db = seed_sqlite_store(uri)  # a new SQLite store: a copy of a migrated template, not ~3 s of migrations
+        try:
+            c = MlflowClient(tracking_uri=uri)
+            c.search_experiments(max_results=1)  # forces store creation + migration while we hold the lock
+        except BaseException:
+            remove_failed_store(new_db)  # a store this call began (e.g. on a full disk) is not left half-made
+            raise
     return c
 
 
@@ -121,11 +181,12 @@ class Tracker:
         try:
             c = client(uri, timeout_s)
             exp_id = experiment_id(c, experiment, uri)
-            run = c.create_run(exp_id, run_name=run_name, tags=tags)
+            clean = {k: redact_text(str(v)) for k, v in tags.items()}  # clfops.command holds the overrides
+            run = c.create_run(exp_id, run_name=run_name, tags=clean)
         except TrackingError:
             raise
         except Exception as err:
-            raise TrackingError(f"cannot start an MLflow run on {uri}: {first_line(err)}") from None
+            raise TrackingError(f"cannot start an MLflow run on {redact_uri(uri)}: {first_line(err)}") from None
         return cls(c, run.info.run_id, uri)
 
     @classmethod
@@ -137,7 +198,7 @@ class Tracker:
             c.get_run(run_id)
             c.update_run(run_id, status="RUNNING")
         except Exception as err:
-            raise TrackingError(f"cannot reopen MLflow run {run_id} on {uri}: {first_line(err)}") from None
+            raise TrackingError(f"cannot reopen MLflow run {run_id} on {redact_uri(uri)}: {first_line(err)}") from None
         return cls(c, run_id, uri)
 
     def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -146,7 +207,7 @@ class Tracker:
         try:
             return fn(*args, **kwargs)
         except Exception as err:
-            self._go_offline(f"{what} failed: {first_line(err)[:160]}")
+            self._go_offline(f"{what} failed: {first_line(err)}")
             return None
 
     def _go_offline(self, reason: str) -> None:
@@ -156,11 +217,12 @@ class Tracker:
         logging.getLogger("mlflow.utils.async_logging").setLevel(logging.CRITICAL)
         logging.getLogger("mlflow.utils.async_logging.async_logging_queue").setLevel(logging.CRITICAL)
         log.warning(
-            f"tracking server {self.uri} stopped answering ({reason}); training goes on and the run dir keeps "
-            f"everything: run `clfops sync {self.run_dir or 'RUN_DIR'}` when the server is back"
+            f"tracking server {redact_uri(self.uri)} stopped answering ({reason}); training goes on and the run "
+            f"dir keeps everything: run `clfops sync {self.run_dir or 'RUN_DIR'}` when the server is back"
         )
 
     def log_params(self, params: dict[str, Any]) -> None:
+        """Values redacted here (tracking.uri, data roots with keys): no caller can leak a credential."""
         from mlflow.entities import Param
 
         items = [Param(k, _param_value(v)) for k, v in sorted(params.items())]
@@ -170,7 +232,7 @@ class Tracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+        items = [RunTag(k, redact_text(str(v))[:5000]) for k, v in tags.items()]  # clfops.command, error
         self._guard("set_tags", self.client.log_batch, self.run_id, tags=items)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -240,7 +302,8 @@ def run_dir_lookup(uri: str | None, timeout_s: float = 10.0) -> Any:
         except TrackingError:
             raise
         except Exception as err:
-            raise TrackingError(f"unknown MLflow run {run_id} on {resolve_uri(uri)}: {first_line(err)}") from None
+            where = redact_uri(resolve_uri(uri))
+            raise TrackingError(f"unknown MLflow run {run_id} on {where}: {first_line(err)}") from None
         path = run.data.tags.get("clfops.run_dir")
         if not path:
             raise TrackingError(f"MLflow run {run_id} has no clfops.run_dir tag: resume from its run dir instead")
@@ -250,10 +313,11 @@ def run_dir_lookup(uri: str | None, timeout_s: float = 10.0) -> Any:
 
 
 def _param_value(value: Any) -> str:
-    text = "null" if value is None else str(value)
+    text = "null" if value is None else redact_text(str(value))
     return text if len(text) <= 6000 else text[:5997] + "..."
 
 
 def first_line(err: BaseException) -> str:
+    """The error's first line, whole (MLflow puts its fix at the end of a long line), redacted."""
     text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0][:300]
+    return redact_text(text.splitlines()[0])

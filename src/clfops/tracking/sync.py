@@ -14,8 +14,9 @@ from pathlib import Path
 
 from clfops import config as C
 from clfops.tracking import rundirs as runs
+from clfops.tracking.redact import redact_uri
 from clfops.tracking.rundirs import read_metrics
-from clfops.tracking.store import STATUSES, Tracker, TrackingError, resolve_uri
+from clfops.tracking.store import STATUSES, Tracker, TrackingError, same_store
 
 RUN_FILES = (
     "config.yaml",
@@ -53,14 +54,14 @@ def sync(run_dir: Path, uri: str | None, timeout_s: float = 10.0) -> SyncResult:
         status = "KILLED"
     tracker.end(status)
     if tracker.offline:
-        raise TrackingError(f"sync to {tracker.uri} failed part-way: run `clfops sync {run_dir}` again")
+        raise TrackingError(f"sync to {redact_uri(tracker.uri)} failed part-way: run `clfops sync {run_dir}` again")
     runs.write_text(run_dir / "run.json", json.dumps({"run_id": tracker.run_id, "tracking_uri": tracker.uri}))
     return SyncResult(tracker.run_id, created, sent, status)
 
 
 def _open_run(run_dir: Path, info: dict, uri: str | None, timeout_s: float) -> tuple[Tracker, bool]:
     run_id = info.get("run_id")
-    if run_id and resolve_uri(uri) == resolve_uri(info.get("tracking_uri")):
+    if run_id and same_store(uri, info.get("tracking_uri")):
         try:
             return Tracker.reopen(uri, run_id, timeout_s), False
         except TrackingError as err:
@@ -88,6 +89,7 @@ def _send_metrics(tracker: Tracker, run_dir: Path, already: dict[str, int]) -> i
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}

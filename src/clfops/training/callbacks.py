@@ -12,17 +12,19 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from clfops.config import ConfigError
 from clfops.safe_files import atomic_write_bytes, load_checkpoint
+from clfops.tracking.redact import redact_obj
 
 
 def trainer_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[L.Callback], ModelCheckpoint]:
     """(callbacks, the checkpoint callback that tracks `best`)."""
     ckdir = run_dir / "checkpoints"
     monitor, mode = cfg.checkpoint.monitor, cfg.checkpoint.mode
-    # best-by-monitor + last (every epoch); a second callback keeps every N-th epoch.
+    # best-by-monitor + last (every epoch); a second callback keeps every N-th epoch, the newest
+    # `keep_periodic` of them: Lightning ranks them by the global step it always offers as a monitor.
     best = ModelCheckpoint(
         dirpath=ckdir,
         filename="best",
@@ -40,7 +42,10 @@ def trainer_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[L.Callback],
                 dirpath=ckdir,
                 filename="epoch{epoch:03d}",
                 every_n_epochs=cfg.checkpoint.every_n_epochs,
-                save_top_k=-1,
+                monitor="step",
+                mode="max",
+                # a checkpoint from before keep_periodic existed resumes keeping all, as it did
+                save_top_k=int(OmegaConf.select(cfg, "checkpoint.keep_periodic", default=-1)),
                 auto_insert_metric_name=False,
                 enable_version_counter=False,
             )
@@ -139,10 +144,12 @@ class GracefulStop(L.Callback):
 
 
 class RunInfo(L.Callback):
-    """Puts the resolved config, class names and data hash in every checkpoint: a resume needs them."""
+    """Puts the resolved config, class names and data hash in every checkpoint: a resume needs them.
+    The config is stored redacted (tracking.uri's password): a resume takes credentials from the environment
+    or the tracking.uri given again (clfops.tracking.store.resolve_uri), never from a checkpoint."""
 
     def __init__(self, config: dict[str, Any], classes: list[str], data_sha256: str) -> None:
-        self.info = {"config": config, "classes": list(classes), "data_sha256": data_sha256}
+        self.info = {"config": redact_obj(config), "classes": list(classes), "data_sha256": data_sha256}
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint["clfops"] = self.info | {"world_size": trainer.world_size}

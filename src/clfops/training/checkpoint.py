@@ -41,21 +41,33 @@ class ResumePoint:
 
 
 def find_resume(target: str, run_dir_of_run_id: Any = None) -> ResumePoint:
-    """resume=RUN_DIR | a .ckpt file | an MLflow run id (looked up with `run_dir_of_run_id(id)`)."""
+    """resume=RUN_DIR | RUN_DIR/checkpoints/X.ckpt | an MLflow run id (looked up with `run_dir_of_run_id(id)`).
+
+    A resumed run writes into the run dir the checkpoint belongs to: anything that is not provably a run
+    dir (its config.yaml next to checkpoints/) is refused, so a loose .ckpt never makes clfops overwrite
+    the files of whatever folder happens to hold it."""
     path = Path(target)
     if not path.exists() and run_dir_of_run_id is not None and len(target) == 32 and target.isalnum():
         path = Path(run_dir_of_run_id(target))
     if path.is_dir():
+        if not (path / "config.yaml").is_file():
+            raise CheckpointError(f"resume={target}: {path} is not a clfops run dir (no config.yaml)")
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
         raise CheckpointError(f"resume={target}: no checkpoint at {path} (give a run dir, a .ckpt or a run id)")
+    run_dir = path.resolve().parent.parent
+    if path.resolve().parent.name != "checkpoints" or not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(
+            f"resume={target}: a checkpoint must lie in RUN_DIR/checkpoints/ next to the run's config.yaml "
+            "(give the run dir, its MLflow run id, or a checkpoint inside it)"
+        )
     ckpt = load_checkpoint(path)
     info = ckpt.get("clfops")
     if not isinstance(info, dict):
         raise CheckpointError(f"{path}: not written by clfops train (no run config inside)")
     state = ckpt.get("epoch_state", {})
     return ResumePoint(
-        run_dir=path.resolve().parent.parent,
+        run_dir=run_dir,
         checkpoint=path,
         config=info["config"],
         classes=list(info["classes"]),

@@ -65,10 +65,12 @@ class RunEnding:
         """End the run FAILED or KILLED for `err`. Returns the error to raise instead of `err`, if any: when
         another rank died, name it, not the collective's "connection closed" that rank 0 saw as a result."""
         failure = strategy.rank_failure() if isinstance(strategy, WatchedDDPStrategy) else None
+        hint = f"; the run is FAILED; continue it with: clfops train resume={self.run_dir}"
+        if failure is None and isinstance(err, OSError):  # disk full, read-only, permission: one line, no debris
+            failure = runs.os_error_line(err)
         if failure is None:
             self._end(*_status_of(err))
             return None
-        hint = f"; the run is FAILED; continue it with: clfops train resume={self.run_dir}"
         replacement = RunFailed(f"{failure}{hint}")
         self._end(*_status_of(replacement))
         return replacement

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from clfops.safe_files import atomic_write_text
+from clfops.tracking import rundirs as runs
 from clfops.training.context import RunContext
 from clfops.training.finish import Tested
 
@@ -133,5 +133,5 @@ class RunSummary:
         return out
 
     def write(self) -> None:
-        """RUN_DIR/summary.json, atomically (readers see the whole file or none)."""
-        atomic_write_text(Path(self.run_dir) / "summary.json", json.dumps(self.as_dict(), indent=2))
+        """RUN_DIR/summary.json, atomically (readers see the whole file or none), credentials redacted."""
+        runs.write_text(Path(self.run_dir) / "summary.json", json.dumps(self.as_dict(), indent=2))

@@ -27,7 +27,6 @@ from omegaconf import DictConfig
 from clfops import config as C
 from clfops.data.loader import Splits, eval_loader, train_loader
 from clfops.models import count_params
-from clfops.safe_files import atomic_write_text
 from clfops.tracking import Tracker
 from clfops.tracking import rundirs as runs
 from clfops.training.build import build_module, make_strategy, make_trainer
@@ -116,8 +115,8 @@ def _start_run(setup: RunSetup, run_dir: Path) -> None:
         changed = setup.changed or "nothing"
         log.info(f"resuming from {resume.checkpoint} ({where} {resume.epoch + 1}); changed: {changed}")
     else:
-        atomic_write_text(run_dir / "config.yaml", C.to_yaml(setup.cfg))
-        atomic_write_text(run_dir / "overrides.yaml", "".join(f"- {o}\n" for o in setup.overrides) or "[]\n")
+        runs.write_text(run_dir / "config.yaml", C.to_yaml(setup.cfg))  # redacted: no password in a run dir
+        runs.write_text(run_dir / "overrides.yaml", "".join(f"- {o}\n" for o in setup.overrides) or "[]\n")
     runs.write_status(run_dir, "RUNNING")
 
 

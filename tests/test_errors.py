@@ -91,7 +91,7 @@ def test_config_mistakes_found_in_training_code_are_user_errors() -> None:
         make_splits(source, 0.2, 0, 1)
     net = torch.nn.Linear(2, 2)
     with pytest.raises(ConfigError, match=r"optimizer\.name='lion': valid choices are sgd, adam, adamw"):
-        build_optimizer(net, OptimizerSettings(name="lion", lr=0.1))
-    optimizer = build_optimizer(net, OptimizerSettings(name="sgd", lr=0.1))
+        build_optimizer(net, OptimizerSettings(name="lion", lr=0.1, weight_decay=0.0))
+    optimizer = build_optimizer(net, OptimizerSettings(name="sgd", lr=0.1, weight_decay=0.0))
     with pytest.raises(ConfigError, match=r"scheduler\.name='wavy': valid choices are none, step"):
         build_scheduler(optimizer, SchedulerSettings(name="wavy"), steps_per_epoch=10, epochs=2)

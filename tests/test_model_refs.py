@@ -20,6 +20,7 @@ from clfops.errors import UserError
 from clfops.evaluation.evaluate import EvalRequest, evaluate
 from clfops.serving.resolve import ModelRef, resolve_model
 from clfops.serving.saved_model import load_model
+from clfops.tracking import client
 from clfops.training.train import train
 from test_model_logging import normalised
 
@@ -104,6 +105,7 @@ def test_unknown_references_are_one_line_errors(tmp_path: Path, store: str) -> N
         str(tmp_path / "empty-run"): "no model/manifest.json",
         "models:/nothing@here": "nothing",
     }
+    client(store)  # an existing, empty store: the model URI is looked up and not found
     for text, words in cases.items():
         with pytest.raises(UserError) as err:
             resolve_model(text, store)

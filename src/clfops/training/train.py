@@ -113,7 +113,8 @@ def train(
 
             example = splits.test.x[:2].numpy()  # two real images: the model's input example
             torch_flavor, register_as = bool(cfg.tracking.log_torch_flavor), cfg.tracking.register_as
-            summary.update(log_run_model(tracker, Path(summary["model_dir"]), example, torch_flavor, register_as))
+            onnx = bool(cfg.tracking.get("log_onnx", False))
+            summary.update(log_run_model(tracker, Path(summary["model_dir"]), example, torch_flavor, register_as, onnx))
         summary["timings"] = timings(summary, clock, startup_s)
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         if tracker is not None:

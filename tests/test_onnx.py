@@ -80,7 +80,7 @@ def test_export_writes_a_checked_onnx_model_with_metadata(run: dict[str, Any], t
     [
         (["not-a-model"], "not-a-model: not a run dir, checkpoint, run id"),
         (["--run-id", "0" * 32, "--out", "x.txt"], "--out x.txt: use a file name ending in .onnx"),
-        (["--format", "tflite"], "'tflite' is not one of 'onnx'"),
+        (["--format", "tflite"], "'tflite' is not 'onnx'"),
     ],
 )
 def test_export_usage_errors_exit_2_and_write_nothing(args: list[str], message: str, tmp_path: Path) -> None:
@@ -153,7 +153,7 @@ def test_register_onnx_flavor_keeps_one_flavor_per_name(run: dict[str, Any]) -> 
     assert proc.returncode == 0 and "(onnx)" in proc.stdout, proc.stderr
     version = MlflowClient(run["store"]).get_model_version("portable", "1")
     assert version.tags["clfops.flavor"] == "onnx"
-    assert version.model_id == run["onnx_model_uri"].removeprefix("models:/")
+    assert version.source == run["onnx_model_uri"]  # the run's ONNX model, not its torch one
     assert promote(run["store"], "portable", "production", version="1", force=True).promoted
     model = mlflow.pyfunc.load_model("models:/portable@production")
     assert type(model.unwrap_python_model()).__name__ == "OnnxClassifier"

@@ -90,6 +90,8 @@ def decode(image: str | Path | BinaryIO, channels: int, size: tuple[int, int]) -
             array = np.asarray(out, dtype=np.uint8)
     except ImageError:
         raise
+    except Image.UnidentifiedImageError:  # its message names the file object, meaningless for bytes
+        raise ImageError("unreadable image (not a PNG, JPEG, WebP, BMP or other format Pillow reads)") from None
     except PIL_ERRORS as exc:
         raise ImageError(f"unreadable image ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)

@@ -219,9 +219,9 @@ def _check_flavor(reg: Registry, name: str, flavor: str) -> None:
     held = {mv.tags.get(FLAVOR_TAG, "pyfunc") for mv in versions}
     if versions and held != {flavor}:
         other = ", ".join(sorted(held))
-        hint = f"{name}-onnx" if flavor == "onnx" else f"{name.removesuffix('-onnx')}"
+        hint = f" (e.g. {name}-onnx)" if flavor == "onnx" else ""
         raise PromotionError(
-            f"registered model {name} holds {other} models, not {flavor}: register under another name (e.g. {hint})"
+            f"registered model {name} holds {other} models, not {flavor}: register under another name{hint}"
         )
 
 

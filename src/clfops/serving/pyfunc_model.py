@@ -30,9 +30,9 @@ class ClfopsClassifier(mlflow.pyfunc.PythonModel):
         model_dir = Path(context.artifacts["manifest"]).parent  # MLflow puts both files in one folder
         self.net, self.manifest = load_model(model_dir, expected_classes=expected)
 
-    # `np.ndarray` is what the logged tensor signature delivers, and one of the hints MLflow derives no schema
-    # from (a list[...] hint would replace the tensor signature; no hint at all draws a warning, shown by MLflow
-    # whatever the caller's warning filters). The other input forms above still work.
+    # `np.ndarray`: one of the hints MLflow derives no schema from (the logged signature has no input schema, and
+    # a list[...] hint would impose one; no hint at all draws a warning, shown by MLflow whatever the caller's
+    # warning filters). Every input form above still arrives as MLflow parsed it.
     def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE

@@ -32,6 +32,7 @@ TINY = [
     "trainer.max_epochs=1",
     "logging.progress=none",
     "trainer.precision=32-true",
+    "tracking.log_onnx=false",  # the ONNX export costs 5-15 s; tests that need it turn it on
 ]
 
 

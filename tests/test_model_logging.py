@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from clfops import config as C
@@ -37,7 +38,7 @@ def use_store(monkeypatch: pytest.MonkeyPatch, store: str) -> None:
 
 
 def shared_run(factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Train (once per session) a tiny model that logs the pyfunc + torch flavors; returns its summary + store."""
+    """Train (once per session) a tiny model logging the pyfunc, torch and ONNX models; returns summary + store."""
     root = factory.getbasetemp() / "shared-registry-run"
     done = root / "shared.json"
     if done.is_file():
@@ -47,7 +48,7 @@ def shared_run(factory: pytest.TempPathFactory) -> dict[str, Any]:
     old = Path.cwd()
     os.chdir(root)  # MLflow puts a SQLite store's artifacts under ./mlruns of the working directory
     try:
-        flavors = ["tracking.log_torch_flavor=true", f"tracking.register_as={AUTO_NAME}"]
+        flavors = ["tracking.log_torch_flavor=true", "tracking.log_onnx=true", f"tracking.register_as={AUTO_NAME}"]
         overrides = [f"run.root={root / 'runs'}", f"tracking.uri={store}", *TINY, *flavors]
         summary = train(C.compose("train", overrides))
     finally:
@@ -103,7 +104,7 @@ def _logged_models(run: dict[str, Any]) -> dict[str, Any]:
 
 def test_run_logs_a_pickle_free_pyfunc_model(run: dict[str, Any]) -> None:
     models = _logged_models(run)
-    assert set(models) == {"model", "pytorch_model"}  # both in the run's own experiment, linked to the run
+    assert set(models) == {"model", "pytorch_model", "onnx_model"}  # in the run's own experiment, linked to the run
     assert run["model_uri"] == f"models:/{models['model'].model_id}"
     local = Path(mlflow.artifacts.download_artifacts(f"{run['model_uri']}", tracking_uri=run["store"]))
     files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
@@ -112,16 +113,16 @@ def test_run_logs_a_pickle_free_pyfunc_model(run: dict[str, Any]) -> None:
     mlmodel = (local / "MLmodel").read_text()
     assert "loader_module: mlflow.pyfunc.loaders.code_model" in mlmodel  # the model is code, not a pickle
     requirements = (local / "requirements.txt").read_text()
-    assert "clfops==" in requirements and "torch==" in requirements  # explicit pins, nothing inferred
+    assert "torch==" in requirements and "clfops" not in requirements  # explicit pins, nothing inferred
+    assert "code/clfops/serving/pyfunc_model.py" in files  # clfops itself travels as the model's code
     example = np.asarray(json.loads((local / "input_example.json").read_text()))
     assert example.shape == (2, 1, 28, 28)
     assert (example == sample_images(2)).all()  # two real test images
 
 
-def test_signature_is_uint8_nchw_with_named_outputs(run: dict[str, Any]) -> None:
+def test_signature_names_outputs_and_leaves_inputs_to_the_model(run: dict[str, Any]) -> None:
     model = mlflow.pyfunc.load_model(run["model_uri"])
-    spec = model.metadata.signature.inputs.inputs[0]
-    assert spec.type == np.dtype(np.uint8) and spec.shape == (-1, 1, 28, 28)
+    assert model.metadata.signature.inputs is None  # arrays and base64 files: the model checks them itself
     names = model.metadata.signature.outputs.input_names()
     assert names == ["class", "probability", *(f"p_{c}" for c in run["classes"])]
 
@@ -154,9 +155,9 @@ def test_unwrapped_model_accepts_other_layouts_and_dtypes(run: dict[str, Any]) -
         pd.DataFrame({"image": [img.tolist() for img in hw]}),  # one column of images
     ):
         assert list(inner.predict(None, variant)["class"]) == want
-    with pytest.raises(ValueError, match=r"0\.\.1 floats"):
+    with pytest.raises(MlflowException, match=r"0\.\.1 floats"):  # INVALID_PARAMETER_VALUE: HTTP 400
         inner.predict(None, hw / 255.0)
-    with pytest.raises(ValueError, match="expected images shaped"):
+    with pytest.raises(MlflowException, match="expected images shaped"):
         inner.predict(None, np.zeros((2, 5, 28, 28), dtype=np.uint8))
 
 

@@ -70,6 +70,7 @@ class TrackingSchema:
     register_as: str | None = spec()
     log_model: bool = spec()
     log_torch_flavor: bool = spec()
+    log_onnx: bool = spec()
     log_every_n_steps: int = spec(min=1)
     connect_timeout_s: float = spec(min=0, exclusive=True)
 

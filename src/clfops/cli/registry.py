@@ -12,14 +12,21 @@ from clfops.cli.base import STORE_HELP, friendly, main
 @main.command()
 @click.option("--run-id", required=True, help="The MLflow run whose logged model becomes a version.")
 @click.option("--name", required=True, help="Registered model name (created when missing).")
+@click.option(
+    "--flavor",
+    type=click.Choice(["pyfunc", "onnx"]),
+    default="pyfunc",
+    show_default=True,
+    help="pyfunc: the torch model; onnx: the torch-free ONNX model. One flavor per registered model.",
+)
 @click.option("--tracking-uri", help=STORE_HELP)
 @friendly
-def register(run_id: str, name: str, tracking_uri: str | None) -> None:
-    """Register a run's model as a new version of NAME (tags: test_acc, data_sha256, git_commit)."""
+def register(run_id: str, name: str, flavor: str, tracking_uri: str | None) -> None:
+    """Register a run's model as a new version of NAME (tags: test_acc, data_sha256, git_commit, clfops.flavor)."""
     from clfops.registry.promote import register as register_version
 
-    mv = register_version(tracking_uri, run_id, name)
-    click.echo(f"registered {name} version {mv.version} from run {run_id}: models:/{name}/{mv.version}")
+    mv = register_version(tracking_uri, run_id, name, flavor)
+    click.echo(f"registered {name} version {mv.version} ({flavor}) from run {run_id}: models:/{name}/{mv.version}")
 
 
 @main.command()

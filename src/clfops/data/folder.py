@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import struct
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ from PIL import Image
 from clfops.data import DataError, Source, Split
 from clfops.data.cache import read_cached, write_cached
 from clfops.data.hashing import tensor_sha256
+from clfops.image_bytes import GRAY_MODES, PIL_ERRORS, ImageError
+from clfops.image_bytes import decode as decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +35,6 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 DEFAULT_TEST_FRACTION = 0.2
 CACHE_DIR_NAME = ".clfops-cache"
 _CACHE_VERSION = 1  # bump when decoding changes, so stale caches are not reused
-_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N"})
-_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
-_ALPHA_MODES = frozenset({"LA", "RGBA", "P", "PA"})  # P may carry a transparent palette index
-# Pillow signals damaged files with any of these (SyntaxError for bad PNG chunks, struct.error for
-# short headers); all become one DataError naming the file.
-_PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
@@ -124,61 +119,16 @@ def _probe(path: Path) -> tuple[str, tuple[int, int]]:
     try:
         with Image.open(path) as img:
             return img.mode, (img.height, img.width)
-    except _PIL_ERRORS as exc:
+    except PIL_ERRORS as exc:
         raise _bad_image(path, exc) from None
-
-
-def _on_white(img: Image.Image) -> Image.Image:
-    """Composite onto white: transparent areas of icons/scans are background, and black would
-    invert their meaning for a model trained on white-background images."""
-    rgba = img.convert("RGBA")
-    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-
-
-def _sixteen_bit_to_l(img: Image.Image) -> Image.Image:
-    """16-bit (I;16*) and 32-bit int (I, how some readers hand out 16-bit data) -> 8-bit L.
-
-    Values are taken as 0..65535 (clipped) and scaled with rounding, v * 255 / 65535, so that
-    65535 -> 255 exactly; a plain `>> 8` would be off by up to one level.
-    """
-    values = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
-    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))
-
-
-def _normalise_mode(img: Image.Image, path: Path) -> Image.Image:
-    """Any supported mode -> L (grayscale sources) or RGB (everything else)."""
-    mode = img.mode
-    if mode in ("1", "L"):
-        return img.convert("L")
-    if mode in _SIXTEEN_BIT_MODES:
-        return _sixteen_bit_to_l(img)
-    if mode == "LA":
-        return _on_white(img).convert("L")
-    if mode in _ALPHA_MODES:
-        return _on_white(img)
-    if mode == "RGB":
-        return img
-    if mode in ("CMYK", "YCbCr"):
-        return img.convert("RGB")
-    raise DataError(f"{path}: unsupported image mode {mode}")
 
 
 def _decode(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """One image as a (channels, height, width) uint8 array."""
+    """One image as a (channels, height, width) uint8 array, by the decoder predict and serving use too."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            out = _normalise_mode(img, path)
-            if channels == 1 and out.mode != "L":
-                out = out.convert("L")
-            elif channels == 3 and out.mode != "RGB":
-                out = out.convert("RGB")
-            if (out.height, out.width) != size:
-                out = out.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            array = np.asarray(out, dtype=np.uint8)
-    except _PIL_ERRORS as exc:
-        raise _bad_image(path, exc) from None
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+        return decode_image(path, channels, size)
+    except ImageError as exc:
+        raise DataError(f"{path}: {exc}") from None
 
 
 def _decode_all(
@@ -186,7 +136,7 @@ def _decode_all(
 ) -> Source:
     probes = [_probe(e.path) for e in entries]
     if channels is None:
-        channels = 1 if all(mode in _GRAY_MODES for mode, _ in probes) else 3
+        channels = 1 if all(mode in GRAY_MODES for mode, _ in probes) else 3
     if size is None:
         size = Counter(shape for _, shape in probes).most_common(1)[0][0]
     x = np.empty((len(entries), channels, *size), dtype=np.uint8)

@@ -1,5 +1,11 @@
 """Logging a run's model to MLflow: the safe pyfunc model (model.safetensors + manifest.json, served by
-serving/pyfunc_model.py as a "model from code"), its signature and requirements."""
+serving/pyfunc_model.py as a "model from code"), its signature and requirements, and the torch-free ONNX model
+(serving/onnx_pyfunc.py + model.onnx, see log_onnx_model).
+
+The torch model carries clfops' own code (MLflow `code_paths`: the clfops package, ~0.5 MB) instead of pinning
+a clfops release no index has; its requirements are the PyPI packages that code imports when serving. Neither
+model has an input schema: both take base64 image files as well as uint8 arrays, which one tensor or column
+schema cannot express, and check their input themselves (a bad request is HTTP 400 with one line)."""
 
 from __future__ import annotations
 
@@ -11,40 +17,44 @@ from clfops.tracking.registry import MODEL_NAME, TORCH_MODEL_NAME, fluent_store
 from clfops.tracking.store import TrackingError, client, first_line
 
 log = logging.getLogger("clfops")
+ONNX_MODEL_NAME = "onnx_model"  # the run's torch-free model, beside MODEL_NAME ("model")
 
 
-def _pip_requirements() -> list[str]:
-    """Explicit pins: MLflow's requirement inference imports the model in a subprocess (seconds)."""
+TORCH_REQUIREMENTS = ("torch", "safetensors", "numpy", "pandas", "pillow", "mlflow")  # what serving/ imports
+ONNX_REQUIREMENTS = ("onnxruntime", "numpy", "pillow", "mlflow")  # what serving/onnx_pyfunc.py imports
+
+
+def _pip_requirements(names: tuple[str, ...] = TORCH_REQUIREMENTS) -> list[str]:
+    """Explicit pins of the installed versions: MLflow's requirement inference imports the model in a
+    subprocess (seconds). `torch==2.13.0` (local label dropped) also matches the CPU build 2.13.0+cpu."""
     from importlib.metadata import version
-    from importlib.metadata import version as _dist_version
 
-    pins = [f"{name}=={version(name).split('+')[0]}" for name in ("torch", "safetensors", "numpy", "pandas", "mlflow")]
-    return [
-        *pins,
-        f"clfops=={_dist_version('clfops')}",
-    ]  # clfops: install it from its repository for other env managers
+    return [f"{name}=={version(name).split('+')[0]}" for name in names]
 
 
-def _pyfunc_model_file() -> Path:
-    """The file MLflow logs as the model's code, found without importing it (importing would tie the registry
-    to serving's import graph; the file is data here)."""
+def _source_file(module: str) -> Path:
+    """A clfops file MLflow logs as a model's code, found without importing it (importing would tie the
+    registry to serving's import graph; the file is data here)."""
     from importlib.util import find_spec
 
-    spec = find_spec("clfops.serving.pyfunc_model")
+    spec = find_spec(module)
     assert spec is not None and spec.origin is not None
     return Path(spec.origin)
 
 
-def model_signature(classes: list[str], channels: int, size: tuple[int, int]) -> Any:
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+def _pyfunc_model_file() -> Path:
+    return _source_file("clfops.serving.pyfunc_model")
 
-    inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, channels, size[0], size[1]))])
+
+def model_signature(classes: list[str]) -> Any:
+    """Named outputs and the batch_size parameter; no input schema (see the module docstring)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
     cols = [ColSpec("string", "class"), ColSpec("double", "probability")]
     outputs = Schema(cols + [ColSpec("double", f"p_{name}") for name in classes])
     params = ParamSchema([ParamSpec("batch_size", "long", 512)])
-    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+    return ModelSignature(inputs=None, outputs=outputs, params=params)
 
 
 def log_model(uri: str | None, run_id: str, model_dir: Path, input_example: Any, torch_net: Any = None) -> str:
@@ -63,7 +73,6 @@ def _log_model(uri: str, run_id: str, model_dir: Path, input_example: Any, torch
     from clfops.serving.saved_model import MANIFEST, WEIGHTS, read_manifest
 
     manifest = read_manifest(model_dir)
-    size = (int(manifest.image_size[0]), int(manifest.image_size[1]))
     tags = {"clfops.classes": ",".join(manifest.classes)[:5000], "clfops.weights_sha256": manifest.sha256}
     try:
         # Created explicitly in the run's experiment: left to itself MLflow files it under the fluent
@@ -78,9 +87,10 @@ def _log_model(uri: str, run_id: str, model_dir: Path, input_example: Any, torch
             model_id=logged.model_id,
             python_model=str(_pyfunc_model_file()),
             artifacts={"weights": str(model_dir / WEIGHTS), "manifest": str(model_dir / MANIFEST)},
-            signature=model_signature(manifest.classes, manifest.in_channels, size),
+            signature=model_signature(manifest.classes),
             input_example=input_example,
             pip_requirements=_pip_requirements(),
+            code_paths=[str(_source_file("clfops").parent)],  # the model's code: clfops itself
             # Declared so that load_model(..., model_config={"expected_classes": [...]}) may set it.
             model_config={"expected_classes": None},
         )
@@ -99,3 +109,58 @@ def _log_model(uri: str, run_id: str, model_dir: Path, input_example: Any, torch
     except Exception as err:
         raise TrackingError(f"cannot log the model of run {run_id}: {first_line(err)}") from None
     return f"models:/{info.model_id}"
+
+
+def log_onnx_model(uri: str | None, run_id: str, onnx_file: Path, classes: list[str], input_example: Any) -> str:
+    """Log `onnx_file` (from serving/onnx_export.py) as the torch-free pyfunc model ONNX_MODEL_NAME of the run:
+    serving/onnx_pyfunc.py as its code, clfops/image_bytes.py beside it, requirements onnxruntime, numpy,
+    Pillow, mlflow. Returns its models:/ URI."""
+    import mlflow
+    from mlflow.models import Model
+
+    with fluent_store(uri) as store:
+        try:
+            experiment_id = client(store).get_run(run_id).info.experiment_id
+            logged = mlflow.initialize_logged_model(
+                ONNX_MODEL_NAME, run_id, {"clfops.flavor": "onnx"}, experiment_id=experiment_id
+            )
+            info = Model.log(
+                artifact_path=None,
+                name=ONNX_MODEL_NAME,
+                flavor=mlflow.pyfunc,
+                run_id=run_id,
+                model_id=logged.model_id,
+                python_model=str(_source_file("clfops.serving.onnx_pyfunc")),
+                artifacts={"onnx": str(onnx_file)},
+                code_paths=[str(_source_file("clfops.image_bytes"))],
+                signature=model_signature(classes),
+                input_example=input_example,
+                pip_requirements=_pip_requirements(ONNX_REQUIREMENTS),
+            )
+        except Exception as err:
+            raise TrackingError(f"cannot log the ONNX model of run {run_id}: {first_line(err)}") from None
+    return f"models:/{info.model_id}"
+
+
+def export_and_log_onnx(uri: str | None, run_id: str, model_dir: Path, input_example: Any) -> str:
+    """Export the run's saved model (model_dir) to ONNX and log it (log_onnx_model); returns its models:/ URI.
+
+    The export is checked against torch on `input_example` (training's 2 test images: the full test-set check is
+    `clfops export`'s, tens of seconds). Needs the `onnx` extra (onnx, onnxscript, onnxruntime)."""
+    import shutil
+
+    import numpy as np
+
+    from clfops.serving.onnx_export import agreement, export_to_temp
+    from clfops.serving.saved_model import load_model
+
+    net, manifest = load_model(model_dir)
+    onnx_file = export_to_temp(net, manifest)
+    try:
+        if input_example is not None:
+            check = agreement(onnx_file, net, manifest, np.asarray(input_example))
+            if not check.ok:
+                raise TrackingError(f"the ONNX export of run {run_id} disagrees with torch: {check}")
+        return log_onnx_model(uri, run_id, onnx_file, list(manifest.classes), input_example)
+    finally:
+        shutil.rmtree(onnx_file.parent, ignore_errors=True)

@@ -17,7 +17,7 @@ from clfops.tracking import rundirs as runs
 from clfops.training.context import RunContext
 from clfops.training.finish import Tested
 
-_ABSENT_WHEN_NONE = ("model_uri", "model_log_seconds", "model_version")
+_ABSENT_WHEN_NONE = ("model_uri", "model_log_seconds", "model_version", "onnx_model_uri")
 
 
 @dataclass(frozen=True)
@@ -27,11 +27,14 @@ class ModelLog:
     uri: str | None = None  # models:/m-…
     seconds: float | None = None
     version: str | None = None  # registry version, with tracking.register_as
+    onnx_uri: str | None = None  # models:/m-… of the torch-free ONNX model (tracking.log_onnx)
 
     @classmethod
     def from_registry(cls, out: dict[str, Any]) -> ModelLog:
         """`registry.promote.log_run_model`'s dict: {} when nothing was logged (offline, or a warned failure)."""
-        return cls(out.get("model_uri"), out.get("model_log_seconds"), out.get("model_version"))
+        return cls(
+            out.get("model_uri"), out.get("model_log_seconds"), out.get("model_version"), out.get("onnx_model_uri")
+        )
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class RunSummary:
     model_uri: str | None
     model_log_seconds: float | None
     model_version: str | None
+    onnx_model_uri: str | None
     timings: Timings
     tracking_offline: bool  # the MLflow run lacks part of this run: `clfops sync RUN_DIR` completes it
 
@@ -118,6 +122,7 @@ class RunSummary:
             model_uri=model.uri,
             model_log_seconds=model.seconds,
             model_version=model.version,
+            onnx_model_uri=model.onnx_uri,
             timings=timings,
             tracking_offline=offline,
         )

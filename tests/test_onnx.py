@@ -139,11 +139,13 @@ def test_onnx_model_predicts_like_clfops_where_torch_and_clfops_cannot_import(
     classes = run["classes"]
     assert out["arrays"] == [classes[i] for i in reference_predictions(run["model_dir"], images)]
 
-    from clfops.serving.predict import load_for_predict, predict_sources
+    from clfops.serving.predict import predict_sources
+from clfops.serving.resolve import resolve_model
 
     for i, text in enumerate(encoded):
         (tmp_path / f"img{i}.png").write_bytes(base64.b64decode(text))
-    net, manifest = load_for_predict(None, None, None, str(Path(run["model_dir"]).parent), None)
+    resolved = resolve_model(str(Path(run["model_dir"]).parent))
+    net, manifest = resolved.net, resolved.manifest
     pred = predict_sources(net, manifest, [str(tmp_path / "img0.png"), str(tmp_path / "img1.png")])
     assert out["files"] == [classes[i] for i in pred.probs.argmax(1)]  # what `clfops predict` says of the files
 

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clfops.serving.predict import load_for_predict, predict_sources
+from clfops.serving.predict import predict_sources
+from clfops.serving.resolve import resolve_model
 from test_model_logging import sample_images, shared_run
 from test_serving import free_port, stop, wait_for_ping
 
@@ -60,7 +61,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     run = shared_run(tmp_path_factory)
     folder = tmp_path_factory.mktemp("rest")
     files = image_files(folder)
-    net, manifest = load_for_predict(None, None, None, str(Path(run["model_dir"]).parent), None)
+    resolved = resolve_model(str(Path(run["model_dir"]).parent))
+    net, manifest = resolved.net, resolved.manifest
     expected = [run["classes"][i] for i in predict_sources(net, manifest, [str(p) for p in files]).probs.argmax(1)]
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the server execs uvicorn
     env = {**os.environ, "MLFLOW_TRACKING_URI": run["store"], "PATH": path}

@@ -140,7 +140,7 @@ def test_onnx_model_predicts_like_clfops_where_torch_and_clfops_cannot_import(
     assert out["arrays"] == [classes[i] for i in reference_predictions(run["model_dir"], images)]
 
     from clfops.serving.predict import predict_sources
-from clfops.serving.resolve import resolve_model
+    from clfops.serving.resolve import resolve_model
 
     for i, text in enumerate(encoded):
         (tmp_path / f"img{i}.png").write_bytes(base64.b64decode(text))

@@ -43,6 +43,7 @@ from clfops.training.distributed import Rank, WatchedDDPStrategy, process_rank
 from clfops.training.finish import log_run_files, manifest_for, test_best, timings, write_pictures
 from clfops.training.module import Classifier
 from clfops.training.progress import quiet_libraries
+from clfops.training.progress_bar import stage_bar
 from clfops.training.recorder import EpochStats, RunLogger
 from clfops.training.schedules import build_optimizer
 from clfops.training.timings import StageClock, process_age_seconds
@@ -244,7 +245,8 @@ def _test_and_save(
     manifest = manifest_for(cfg, source, module, tracker)
     model_dir = save_model(run_dir / "model", module.net, manifest)
     inference = "bf16-mixed" if str(trainer.precision).startswith("bf16") else "32-true"  # as validation ran
-    test = test_best(cfg, run_dir, source, splits, module, manifest, tracker, inference)
+    with stage_bar(cfg.logging.progress, f"test {len(splits.test):,} images"):
+        test = test_best(cfg, run_dir, source, splits, module, manifest, tracker, inference)
     logger.log_metrics(test, step=trainer.global_step)  # metrics.csv + MLflow + TensorBoard, like the rest
     logger.save(durable=True)
     test_s = time.perf_counter() - t_test  # best weights loaded, model files, test set + report

@@ -40,7 +40,7 @@ def test_best(
     provenance = Provenance(
         source=f"run dir {run_dir}",
         model=cfg.model.name,
-        data=f"{source.name} test",
+        data=data_split(source.name, splits.test_split),
         data_sha256=source.sha256,
         run_id=tracker.run_id if tracker else None,
         tracking_uri=tracker.uri if tracker else None,
@@ -55,6 +55,13 @@ def test_best(
     if tracker is not None:
         tracker.log_artifacts(run_dir / "eval", "eval")
     return test | result.metrics
+
+
+def data_split(name: str, test_split: str) -> str:
+    """The report's `Evaluation data`: `fashion_mnist test`, or says that val stood in for a missing test split."""
+    return f"{name} {test_split}" + (
+        " (the data has no test split: test metrics come from val)" if test_split == "val" else ""
+    )
 
 
 def manifest_for(cfg: DictConfig, source: Source, module: Classifier, tracker: Tracker | None) -> Manifest:

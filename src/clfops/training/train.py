@@ -219,6 +219,7 @@ def _log_model_params(tracker: Tracker, module: Classifier, precision: str, spli
     optimizer = build_optimizer(module.net, module.settings.optimizer)  # only to record its class and defaults
     defaults = {f"optimizer.defaults.{k}": v for k, v in optimizer.defaults.items() if k != "params"}
     sizes = {f"data.images.{name}": len(getattr(splits, name)) for name in ("train", "val", "test")}
+    sizes["data.test_split"] = splits.test_split  # val: the data had no test split (test/* scored on val)
     params = {"model.parameters": count_params(module.net), "precision.resolved": precision}
     tracker.log_params(params | {"optimizer.class": type(optimizer).__name__} | defaults | sizes)
 
@@ -265,6 +266,7 @@ def _test_and_save(
         "validation_seconds": round(val_s, 3),
         "test_seconds": round(test_s, 3),
         "images": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        "test_split": splits.test_split,
         "classes": list(source.classes),
         "data_sha256": source.sha256,
         "best_checkpoint": best,

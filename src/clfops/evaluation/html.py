@@ -35,6 +35,11 @@ CARDS = (
 )
 
 
+def _num(value: Any, spec: str = "") -> str:
+    """A number as page text: formatted, then escaped like every other value from the run."""
+    return escape(format(value, spec))
+
+
 def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
@@ -63,8 +68,8 @@ def _per_class_table(report: dict[str, Any]) -> str:
     rows = []
     for name, e in report["per_class"].items():
         rows.append(
-            f'<tr><td class="l">{escape(name)}</td><td>{e["precision"]:.4f}</td><td>{e["recall"]:.4f}</td>'
-            f"<td>{e['f1']:.4f}</td><td>{e['support']}</td></tr>"
+            f'<tr><td class="l">{escape(name)}</td><td>{_num(e["precision"], ".4f")}</td>'
+            f"<td>{_num(e['recall'], '.4f')}</td><td>{_num(e['f1'], '.4f')}</td><td>{_num(e['support'])}</td></tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
 
@@ -75,7 +80,7 @@ def _confused_table(pairs: list[dict[str, Any]]) -> str:
     head = '<tr><th class="l">True</th><th class="l">Predicted as</th><th>Images</th><th>Share of true class</th></tr>'
     rows = [
         f'<tr><td class="l">{escape(p["true"])}</td><td class="l">{escape(p["predicted"])}</td>'
-        f"<td>{p['count']}</td><td>{p['rate']:.1%}</td></tr>"
+        f"<td>{_num(p['count'])}</td><td>{_num(p['rate'], '.1%')}</td></tr>"
         for p in pairs
     ]
     return f"<table>{head}{''.join(rows)}</table>"
@@ -99,7 +104,7 @@ def render_html(
 ) -> str:
     """The whole page. `figures` maps a file name (confusion_matrix.png, ...) to its PNG bytes."""
     cards = "".join(
-        f'<div class="card"><div class="v">{report[key]:.4f}</div><div class="k">{escape(label)}</div></div>'
+        f'<div class="card"><div class="v">{_num(report[key], ".4f")}</div><div class="k">{escape(label)}</div></div>'
         for key, label in CARDS
     )
     sections = [
@@ -118,6 +123,9 @@ def render_html(
 <body>
 <h1>{escape(title)}</h1>
 <p class="sub">{escape(provenance.get("Model source", ""))} · {len(report["classes"])} classes</p>
+<p class="sub" id="scored">Scored on {escape(provenance.get("Evaluation data", "-"))}
+ ({_num(report["images"], ",")} images) in {escape(str(report.get("precision", provenance.get("Precision", "-"))))}
+ precision</p>
 <div class="cards">{cards}</div>
 <h2>Summary</h2>{_summary_table(report)}
 <h2>Per class</h2>{_per_class_table(report)}

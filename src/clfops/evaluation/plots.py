@@ -136,8 +136,9 @@ def per_class_png(classes: list[str], f1: list[float], macro_f1: float) -> bytes
     y = np.arange(k)
     ax.barh(y, f1, color="tab:blue")
     for yi, value in zip(y, f1, strict=True):
-        ax.text(value + 0.01, yi, f"{value:.3f}", va="center", ha="left", fontsize=8)
-    ax.axvline(macro_f1, color="tab:orange", linestyle="--")
+        box = {"facecolor": "white", "edgecolor": "none", "pad": 0.5}  # the macro line passes behind the label
+        ax.text(value + 0.01, yi, f"{value:.3f}", va="center", ha="left", fontsize=8, bbox=box, zorder=3)
+    ax.axvline(macro_f1, color="tab:orange", linestyle="--", zorder=2)
     ax.set(yticks=y, xlim=(0, 1.12), xticks=np.linspace(0, 1, 6), xlabel="F1")
     ax.set_title(f"Per-class F1  (dashed: macro F1 {macro_f1:.3f})")
     ax.set_yticklabels(classes, fontsize=8)

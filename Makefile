@@ -39,10 +39,10 @@ demo: data bytecode
 	$(VENV)/bin/clfops train
 
 # Chromium renders the evaluation report in its test (Debian's package, when we can install it).
-test-deps:
-	@if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
-	  || echo "could not install chromium"; fi
+test-deps:  # Debian packages the suite drives: chromium (report/UI screenshots), tmux (the training bar on a terminal)
+	@if ! (command -v chromium && command -v tmux) >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium tmux) \
+	  || echo "could not install chromium and tmux"; fi
 
 test: data test-deps bytecode
 	$(VENV)/bin/pytest -q

@@ -155,8 +155,33 @@ def test_cli_exit_codes(run: dict[str, Any], name: str) -> None:
         usage = invoke(*base, *args)
         assert usage.exit_code == 2, usage.output
         assert usage.stderr.startswith("clfops: error:") and len(usage.stderr.strip().splitlines()) == 1
-    assert invoke(*base[:-1], "prod", "--version", version).exit_code == 2  # click's own choice check
+    for alias, reason in (("bad alias", "Names may only contain alphanumerics"), ("latest", "is reserved")):
+        refused = invoke(*base[:-1], alias, "--version", version)  # MLflow's own reason, before anything changes
+        assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.output
+        assert refused.stderr.startswith(f"clfops: error: --alias {alias}:") and reason in refused.stderr
+    bad_compare = invoke(*base, "--version", version, "--compare-to", "no/such")
+    assert bad_compare.exit_code == 2 and "--compare-to no/such: Invalid alias name" in bad_compare.stderr
     assert aliases(run, name) == {"staging": version}
+
+
+def test_any_alias_champion_challenger(run: dict[str, Any], name: str) -> None:
+    champ = version_with(run, name, {"eval/accuracy": 0.90})
+    challenger = version_with(run, name, {"eval/accuracy": 0.85})
+    base = ["promote", "--name", name, "--tracking-uri", run["store"]]
+    assert invoke(*base, "--alias", "champion", "--version", champ, "--gate", "eval/accuracy>=0.8").exit_code == 0
+    assert invoke(*base, "--alias", "challenger", "--version", challenger).exit_code == 0
+    # The challenger must beat the champion to take its alias: it does not.
+    gate = ["--gate", "eval/accuracy>=0.8", "--compare-to", "champion"]
+    refused = invoke(*base, "--alias", "champion", "--version", challenger, *gate)
+    assert refused.exit_code == 1 and f"vs champion v{champ}" in refused.stdout
+    assert aliases(run, name) == {"champion": champ, "challenger": challenger}
+    assert tags(run, name, challenger)["promotion.champion"] == "failed"
+    assert tags(run, name, challenger)["promotion.challenger"] == "passed"
+    listed = invoke("models", name, "--tracking-uri", run["store"])
+    assert listed.exit_code == 0, listed.output
+    rows = {line.split("│")[1].strip(): line for line in listed.stdout.splitlines() if line.count("│") > 3}
+    assert "champion" in rows[champ] and "challenger" in rows[challenger], listed.stdout
+    assert "challenger:passed" in rows[challenger] and "champion:failed" in rows[challenger], listed.stdout
 
 
 @pytest.mark.slow

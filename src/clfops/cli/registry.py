@@ -33,10 +33,10 @@ def register(run_id: str, name: str, flavor: str, tracking_uri: str | None) -> N
 @click.option("--name", required=True, help="Registered model name.")
 @click.option("--version", "version", help="The version to promote (or --run-id).")
 @click.option("--run-id", help="Promote the latest version registered from this run.")
-@click.option("--alias", required=True, type=click.Choice(["staging", "production"]))
+@click.option("--alias", required=True, help="Any alias name MLflow accepts, e.g. staging, production, champion.")
 @click.option("--gate", "gates", multiple=True, help="METRIC(>=|<=|>|<|==)NUMBER, e.g. 'eval/accuracy>=0.90'.")
 @click.option("--force", is_flag=True, help="Promote to production without holding staging first.")
-@click.option("--compare-to", type=click.Choice(["staging", "production"]), help="Also beat this alias' version.")
+@click.option("--compare-to", metavar="ALIAS", help="Also beat the version holding this alias (any alias).")
 @click.option("--tracking-uri", help=STORE_HELP)
 @friendly
 def promote(

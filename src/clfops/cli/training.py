@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -189,16 +190,57 @@ def fetch(name: str, root: str | None) -> None:
 @click.option("--uri", default=None, help="Tracking store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
 @friendly
 def ui(port: int, uri: str | None) -> None:
-    """Start the MLflow UI on the local store, bound to 127.0.0.1."""
-    import subprocess
+    """Start the MLflow UI on the local store, bound to 127.0.0.1; Ctrl-C or SIGTERM stops all of it.
 
+    In MLflow's runs table, "Columns" picks what to compare (test/acc, best val/acc, model.name, optimizer.lr,
+    trainer.max_epochs, data.name): the UI keeps that choice per browser; a server cannot preset it.
+    """
     from clfops.tracking import client, resolve_uri
 
     store = resolve_uri(uri)
-    client(store)  # creates/migrates the store once, under a lock
-    click.echo(f"MLflow UI for {store} at http://127.0.0.1:{port}  (Ctrl-C to stop)")
+    c = client(store)  # creates/migrates the store once, under a lock
+    click.echo(f"MLflow UI for {store} at {ui_url(c, port)}  (Ctrl-C to stop)")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1"]
-    sys.exit(subprocess.call([*cmd, "--port", str(port)]))
+    sys.exit(run_process_group([*cmd, "--port", str(port)]))
+
+
+def ui_url(c: Any, port: int) -> str:
+    """The runs table of the experiment used last. `workflowType=machine_learning`: MLflow 3.17's UI otherwise
+    opens in its GenAI mode (traces overview) whatever the experiment's `mlflow.experimentKind` tag says; the
+    UI keeps the parameter while one moves between an experiment's pages."""
+    base = f"http://127.0.0.1:{port}/#/experiments"
+    ids = [e.experiment_id for e in c.search_experiments()]
+    latest = c.search_runs(ids, max_results=1, order_by=["attributes.start_time DESC"]) if ids else []
+    return f"{base}/{latest[0].info.experiment_id}/runs?workflowType=machine_learning" if latest else base
+
+
+def run_process_group(cmd: list[str], grace_s: float = 5.0) -> int:
+    """Run `cmd` in its own process group and pass SIGINT/SIGTERM to the whole group: `mlflow ui` starts
+    uvicorn and huey workers, and signalling only its pid (what killing `clfops ui` used to reach, if anything)
+    left them serving the port. Returns the exit code, 0 when stopped by a forwarded signal."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, start_new_session=True)  # its own group: os.killpg reaches its workers
+    stopped: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        stopped.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
+    code = proc.wait()
+    deadline = time.monotonic() + grace_s  # workers that outlive their parent: wait for them, then SIGKILL
+    with contextlib.suppress(ProcessLookupError):  # the group is gone: every worker has exited
+        while time.monotonic() < deadline:
+            os.killpg(proc.pid, 0)
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)  # (an exited worker no init reaps still counts: a no-op for it)
+    return 0 if stopped else code
 
 
 @main.command("runs")

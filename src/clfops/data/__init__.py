@@ -36,6 +36,8 @@ class Source:
     test: Split
     classes: list[str]
     sha256: str  # hash of the decoded tensors (images + labels of both splits)
+    val: Split | None = None  # a validation split the data came with (folder val/); None: carved from train
+    test_split: str = "test"  # where test metrics come from: "test", or "val" for data without a test split
 
     @property
     def channels(self) -> int:

@@ -1,8 +1,9 @@
 """Decoded data sets cached as tensor files: decode once (gzip, Pillow), then load in milliseconds.
 
-One entry is `STEM.safetensors` (the four tensors; safetensors, not pickle: a cache file must never be
-unpickled) + `STEM.json` (class names, content sha256), written tensors first, JSON last and each atomically,
-so an entry counts only when both exist and concurrent runs never read half a file. The caller picks the
+One entry is `STEM.safetensors` (the four tensors, six with a given validation split; safetensors, not
+pickle: a cache file must never be unpickled) + `STEM.json` (class names, content sha256, test split), written
+tensors first, JSON last and each atomically, so an entry counts only when both exist and concurrent runs never
+read half a file. The caller picks the
 stem: a hash of whatever identifies the decoded result (file contents or stat data, decoding parameters).
 A damaged, unreadable or unwritable cache is only a lost speed-up: the caller decodes as if it were absent.
 """
@@ -44,7 +45,10 @@ def read_cached(cache_dir: Path, stem: str, name: str) -> Source | None:
         tensors = load_file(str(tensors_path))
         train_x, train_y, test_x, test_y = (tensors[key] for key in _KEYS)
         train, test = Split(x=train_x, y=train_y), Split(x=test_x, y=test_y)
-        return Source(name=name, train=train, test=test, classes=list(meta["classes"]), sha256=meta["sha256"])
+        test_split = str(meta.get("test_split", "test"))
+        val = Split(x=tensors["val_x"], y=tensors["val_y"]) if "val_x" in tensors else None
+        val = test if test_split == "val" else val
+        return Source(name, train, test, list(meta["classes"]), meta["sha256"], val, test_split)
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
         logger.warning("ignoring unreadable cache %s: %s", tensors_path, exc)
         return None
@@ -66,7 +70,9 @@ def write_cached(cache_dir: Path, stem: str, source: Source, stale_prefix: str |
     """Store `source` under `stem`; entries `stale_prefix-*` other than `stem` (older file states) are removed."""
     values = (source.train.x, source.train.y, source.test.x, source.test.y)
     tensors = {key: value.contiguous() for key, value in zip(_KEYS, values, strict=True)}
-    meta = {"classes": source.classes, "sha256": source.sha256}
+    if source.val is not None and source.test_split != "val":  # test_split=val: test *is* val, stored once
+        tensors |= {"val_x": source.val.x.contiguous(), "val_y": source.val.y.contiguous()}
+    meta = {"classes": source.classes, "sha256": source.sha256, "test_split": source.test_split}
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write(cache_dir / f"{stem}.safetensors", lambda tmp: save_file(tensors, str(tmp)))

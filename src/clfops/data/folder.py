@@ -1,6 +1,8 @@
 """Image-folder reader: `root/<class>/*.png|jpg|jpeg|bmp|webp`, decoded once with Pillow, then cached.
 
-Layouts: `root/train/<class>/...` + `root/test/<class>/...` is used as given. For `root/<class>/...`
+Layouts: `root/train/<class>/...` with `root/test/<class>/...`, `root/val/<class>/...` or both is used as given
+(a given val/ is the validation split, instead of data.val_fraction of train; without test/, the test metrics
+come from val/ and the run records `data.test_split=val`). For `root/<class>/...`
 the test split is carved per class, deterministically: files ordered by sha256 of their path relative
 to `root`, the first `round(n * test_fraction)` go to test (at least 1 when the class has 2+ images,
 never all). Hash order, not name order, keeps e.g. all `zz_*` files from landing in one split.
@@ -34,14 +36,18 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 DEFAULT_TEST_FRACTION = 0.2
 CACHE_DIR_NAME = ".clfops-cache"
-_CACHE_VERSION = 1  # bump when decoding changes, so stale caches are not reused
+LAYOUTS = (
+    "accepted layouts: root/<class>/<image> (test carved per class), root/train/<class>/ with root/test/<class>/, "
+    "root/val/<class>/ or both"
+)
+_CACHE_VERSION = 2  # bump when decoding changes, so stale caches are not reused
 
 
 @dataclass(frozen=True)
 class _Entry:
     path: Path
     label: int
-    is_test: bool
+    split: str  # train | val | test
 
 
 @dataclass(frozen=True)
@@ -74,43 +80,60 @@ def _carve_test(files: list[Path], root: Path, test_fraction: float) -> set[Path
     return set(ordered[:n_test])
 
 
+def _layout_error(root: Path, found: str) -> DataError:
+    return DataError(f"{root}: {found}; {LAYOUTS}")
+
+
+def check_layout(root: Path) -> list[str]:
+    """The split folders `root` gives ([] for root/<class>), from its top level only: cheap enough to refuse a
+    wrong layout before a run dir exists (`clfops train` calls it first)."""
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found")
+    given = [name for name in ("val", "test") if (root / name).is_dir()]
+    if (root / "train").is_dir():
+        if not given:
+            raise _layout_error(root, "has a train/ folder but neither val/ nor test/")
+        return ["train", *given]
+    if given:
+        raise _layout_error(root, f"has a {given[0]}/ folder but no train/ folder")
+    return []
+
+
 def _scan_split_layout(root: Path, skip: Path) -> tuple[list[str], list[_Entry]]:
-    train_dir, test_dir = root / "train", root / "test"
-    if not test_dir.is_dir():
-        raise DataError(f"{root}: has a train/ folder but no test/ folder")
-    class_dirs = _subdirs(train_dir, skip)
+    """root/train/<class> with root/test/<class>, root/val/<class> or both."""
+    given = [name for name in ("val", "test") if (root / name).is_dir()]
+    class_dirs = _subdirs(root / "train", skip)
     classes = [d.name for d in class_dirs]
     index = {name: i for i, name in enumerate(classes)}
     entries = []
     for class_dir in class_dirs:
-        entries += [_Entry(f, index[class_dir.name], False) for f in _images(class_dir, required=True)]
-    for class_dir in _subdirs(test_dir, skip):
-        if class_dir.name not in index:
-            raise DataError(f"{class_dir}: class {class_dir.name!r} is in test/ but not in train/")
-        entries += [_Entry(f, index[class_dir.name], True) for f in _images(class_dir, required=False)]
+        entries += [_Entry(f, index[class_dir.name], "train") for f in _images(class_dir, required=True)]
+    for split in given:
+        for class_dir in _subdirs(root / split, skip):
+            if class_dir.name not in index:
+                raise DataError(f"{class_dir}: class {class_dir.name!r} is in {split}/ but not in train/")
+            entries += [_Entry(f, index[class_dir.name], split) for f in _images(class_dir, required=False)]
     return classes, entries
 
 
 def _scan_flat_layout(root: Path, skip: Path, test_fraction: float) -> tuple[list[str], list[_Entry]]:
-    if (root / "test").is_dir():
-        raise DataError(f"{root}: has a test/ folder but no train/ folder")
     class_dirs = _subdirs(root, skip)
     entries = []
     for label, class_dir in enumerate(class_dirs):
         files = _images(class_dir, required=True)
         test = _carve_test(files, root, test_fraction)
-        entries += [_Entry(f, label, f in test) for f in files]
+        entries += [_Entry(f, label, "test" if f in test else "train") for f in files]
     return [d.name for d in class_dirs], entries
 
 
 def scan_folder(root: Path, test_fraction: float, skip: Path) -> tuple[list[str], list[_Entry]]:
     """Class names and every image with its label and split; `skip` is the cache folder."""
-    if (root / "train").is_dir():
+    if check_layout(root):
         classes, entries = _scan_split_layout(root, skip)
     else:
         classes, entries = _scan_flat_layout(root, skip, test_fraction)
     if not classes:
-        raise DataError(f"{root}: no class sub-folders (expected {root}/<class>/<image>)")
+        raise _layout_error(root, "no class sub-folders")
     return classes, entries
 
 
@@ -144,11 +167,20 @@ def _decode_all(
         x[i] = _decode(entry.path, channels, size)
     images = torch.from_numpy(x)
     labels = torch.tensor([e.label for e in entries], dtype=torch.int64)
-    is_test = torch.tensor([e.is_test for e in entries], dtype=torch.bool)
-    train = Split(x=images[~is_test].contiguous(), y=labels[~is_test].contiguous())
-    test = Split(x=images[is_test].contiguous(), y=labels[is_test].contiguous())
-    digest = tensor_sha256(train.x, train.y, test.x, test.y)
-    return Source(name=name, train=train, test=test, classes=classes, sha256=digest)
+
+    def split(name: str) -> Split:
+        keep = torch.tensor([e.split == name for e in entries], dtype=torch.bool)
+        return Split(x=images[keep].contiguous(), y=labels[keep].contiguous())
+
+    has = {e.split for e in entries}
+    train = split("train")
+    val = split("val") if "val" in has else None
+    # No test/ folder next to val/: the test metrics come from val, and the run records it (data.test_split).
+    test_split = "val" if val is not None and "test" not in has else "test"
+    test = val if val is not None and test_split == "val" else split("test")
+    extra = (val.x, val.y) if val is not None else ()
+    digest = tensor_sha256(train.x, train.y, test.x, test.y, *extra)
+    return Source(name, train, test, classes, digest, val, test_split)
 
 
 def _cache_stem(
@@ -195,8 +227,6 @@ def read_folder(
     cache_dir: default `root/.clfops-cache`. test_fraction: only for the layout without train/test.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: image folder not found")
     _check_params(channels, size, test_fraction)
     size = None if size is None else (int(size[0]), int(size[1]))
     cache = Path(cache_dir) if cache_dir is not None else root / CACHE_DIR_NAME

@@ -27,6 +27,7 @@ class Splits:
     train: Split
     val: Split
     test: Split
+    test_split: str = "test"  # "val" when the data has no test split and `test` is its validation split
 
 
 def make_splits(
@@ -39,6 +40,9 @@ def make_splits(
         if train_limit < 2:
             raise DataError(f"data.train_limit={train_limit}: need at least 2 images")
         x, y = x[:train_limit], y[:train_limit]
+    if source.val is not None:  # the data's own validation split (a folder's val/): data.val_fraction unused
+        test = source.test if test_limit is None else Split(source.test.x[:test_limit], source.test.y[:test_limit])
+        return Splits(train=Split(x, y), val=source.val, test=test, test_split=source.test_split)
     n = len(y)
     n_val = round(n * val_fraction)
     if not 0 <= val_fraction < 1 or (val_fraction > 0 and n_val == 0):
@@ -49,6 +53,7 @@ def make_splits(
         train=Split(x[train_idx], y[train_idx]),
         val=Split(x[val_idx], y[val_idx]),
         test=source.test if test_limit is None else Split(source.test.x[:test_limit], source.test.y[:test_limit]),
+        test_split=source.test_split,
     )
 
 

@@ -75,5 +75,7 @@ def adapt(source: Source, channels: int | None, size: tuple[int, int] | None) ->
         return Split(x.contiguous(), split.y)
 
     train, test = convert(source.train), convert(source.test)
-    sha = tensor_sha256(train.x, train.y, test.x, test.y)
-    return Source(source.name, train, test, source.classes, sha)
+    val = convert(source.val) if source.val is not None else None
+    extra = (val.x, val.y) if val is not None else ()
+    sha = tensor_sha256(train.x, train.y, test.x, test.y, *extra)
+    return Source(source.name, train, test, source.classes, sha, val, source.test_split)

@@ -38,6 +38,11 @@ CARDS = (
 )
 
 
+def _num(value: Any, spec: str = "") -> str:
+    """A number as page text: formatted, then escaped like every other value from the run."""
+    return escape(format(value, spec))
+
+
 def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
@@ -66,8 +71,8 @@ def _per_class_table(report: dict[str, Any]) -> str:
     rows = []
     for name, e in report["per_class"].items():
         rows.append(
-            f'<tr><td class="l">{escape(name)}</td><td>{e["precision"]:.4f}</td><td>{e["recall"]:.4f}</td>'
-            f"<td>{e['f1']:.4f}</td><td>{e['support']}</td></tr>"
+            f'<tr><td class="l">{escape(name)}</td><td>{_num(e["precision"], ".4f")}</td>'
+            f"<td>{_num(e['recall'], '.4f')}</td><td>{_num(e['f1'], '.4f')}</td><td>{_num(e['support'])}</td></tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
 
@@ -78,7 +83,7 @@ def _confused_table(pairs: list[dict[str, Any]]) -> str:
     head = '<tr><th class="l">True</th><th class="l">Predicted as</th><th>Images</th><th>Share of true class</th></tr>'
     rows = [
         f'<tr><td class="l">{escape(p["true"])}</td><td class="l">{escape(p["predicted"])}</td>'
-        f"<td>{p['count']}</td><td>{p['rate']:.1%}</td></tr>"
+        f"<td>{_num(p['count'])}</td><td>{_num(p['rate'], '.1%')}</td></tr>"
         for p in pairs
     ]
     return f"<table>{head}{''.join(rows)}</table>"
@@ -104,7 +109,7 @@ def render_html(
     title, config_yaml = redact_text(title), redact_text(config_yaml) if config_yaml else None
     source = redact_text(provenance.get("Model source", ""))
     cards = "".join(
-        f'<div class="card"><div class="v">{report[key]:.4f}</div><div class="k">{escape(label)}</div></div>'
+        f'<div class="card"><div class="v">{_num(report[key], ".4f")}</div><div class="k">{escape(label)}</div></div>'
         for key, label in CARDS
     )
     sections = [
@@ -123,6 +128,9 @@ def render_html(
 <body>
 <h1>{escape(title)}</h1>
 <p class="sub">{escape(source)} · {len(report["classes"])} classes</p>
+<p class="sub" id="scored">Scored on {escape(provenance.get("Evaluation data", "-"))}
+ ({_num(report["images"], ",")} images) in {escape(str(report.get("precision", provenance.get("Precision", "-"))))}
+ precision</p>
 <div class="cards">{cards}</div>
 <h2>Summary</h2>{_summary_table(report)}
 <h2>Per class</h2>{_per_class_table(report)}

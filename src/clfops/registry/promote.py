@@ -1,11 +1,11 @@
 """Registry and promotion: `clfops register`, `clfops promote` (gates), `clfops models`.
 
-Aliases only (`staging`, `production`): MLflow's stages are deprecated. A gate is `metric OP number`
-(OP one of >= <= > < ==), evaluated on the metrics of the run that produced the version. Gates on `eval/*`
-use what `clfops evaluate --run-id ID --log-mlflow` logged; when a run has not been evaluated, the `test/*`
-metric training logged on the same test split stands in (`eval/accuracy` <- `test/acc`) and the output
-says so. Every decision is written to the version's tags (`promotion.<alias>` = passed | failed, and why),
-so the registry itself records who got promoted and on what evidence.
+Aliases only, any name MLflow accepts (MLflow's stages are deprecated); `production` must hold `staging` first.
+A gate is `metric OP number` (OP one of >= <= > < ==), evaluated on the metrics of the run that produced
+the version. Gates on `eval/*` use what `clfops evaluate --run-id ID --log-mlflow` logged; when a run has not
+been evaluated, the `test/*` metric training logged on the same test split stands in (`eval/accuracy` <-
+`test/acc`) and the output says so. Every decision is written to the version's tags (`promotion.<alias>` =
+passed | failed, and why), so the registry itself records who got promoted and on what evidence.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from typing import Any
 from clfops.errors import UserError
 from clfops.registry.model_logging import log_model
 from clfops.tracking import TrackingError
-from clfops.tracking.registry import ALIASES, Registry
+from clfops.tracking.registry import Registry, alias_problem
 
 log = logging.getLogger("clfops")
 
 _GATE = re.compile(r"^\s*([A-Za-z0-9_./-]+)\s*(>=|<=|==|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_DECISION = re.compile(r"^promotion\.([\w-]+)$")  # promotion.<alias> = passed | failed (alias: MLflow's \w and -)
 # eval/* (clfops evaluate) -> the test/* metric training logged on the same test split.
 FALLBACK = {
     "eval/accuracy": "test/acc",
@@ -167,8 +168,10 @@ def promote(
 ) -> Decision:
     """Move `alias` to the version if every check holds; tag the version with the decision either way."""
     _check_name(name)
-    if alias not in ALIASES:
-        raise PromotionError(f"--alias {alias}: use one of {', '.join(ALIASES)}")
+    for option, value, to_set in (("--alias", alias, True), ("--compare-to", compare_to, False)):
+        problem = alias_problem(value, to_set) if value is not None else None
+        if problem:
+            raise PromotionError(f"{option} {value}: {problem}")
     parsed = [parse_gate(g) for g in gates or []]
     reg = Registry(uri)
     mv = _resolve_version(reg, name, version, run_id)
@@ -320,7 +323,7 @@ def model_rows(uri: str | None, name: str) -> list[dict[str, str]]:
     rows = []
     for mv in reversed(versions):
         metrics = _run_metrics(reg, mv.run_id)
-        decisions = [f"{a}:{mv.tags[f'promotion.{a}']}" for a in ALIASES if f"promotion.{a}" in mv.tags]
+        decisions = [f"{m[1]}:{value}" for key, value in sorted(mv.tags.items()) if (m := _DECISION.match(key))]
         rows.append(
             {
                 "version": str(mv.version),

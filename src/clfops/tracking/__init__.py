@@ -17,7 +17,6 @@ from clfops.tracking.store import DEFAULT_URI, STATUSES, Tracker, TrackingError,
 from clfops.tracking.studies import PARENT_TAG, RunHistory, child_run_ids, end_pruned, run_histories, set_run_tags
 
 __all__ = [
-    "ALIASES",
     "DEFAULT_URI",
     "MODEL_NAME",
     "PARENT_TAG",

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from clfops.tracking.store import TrackingError, client, experiment_id, first_line, resolve_uri
+from clfops.tracking.store import TrackingError, client, experiment_id, first_line, resolve_uri, with_user
 
 log = logging.getLogger("clfops")
 
@@ -137,7 +137,7 @@ def log_evaluation(
     now = int(time.time() * 1000)
     try:
         if run_id is None:
-            run_id = c.create_run(experiment_id(c, experiment, uri), tags=tags).info.run_id
+            run_id = c.create_run(experiment_id(c, experiment, uri), tags=with_user(tags)).info.run_id
             new = True
         else:
             c.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])

@@ -15,7 +15,22 @@ from clfops.tracking.store import TrackingError, client, first_line, resolve_uri
 
 MODEL_NAME = "model"
 TORCH_MODEL_NAME = "pytorch_model"  # the optional mlflow.pytorch flavor (pickle-based)
-ALIASES = ("staging", "production")
+
+
+def alias_problem(alias: str, to_set: bool = True) -> str | None:
+    """MLflow's own reason why `alias` cannot name a version (None when it can): letters, digits, `_` and `-`,
+    at most 256 characters; `latest` and `v<N>` are reserved for setting. Any such name is an alias to clfops
+    (`staging` and `production` are the CI example's names; `champion`/`challenger` work the same)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_alias_name, _validate_model_alias_name_reserved
+
+    try:
+        _validate_model_alias_name(alias)
+        if to_set:
+            _validate_model_alias_name_reserved(alias)
+    except MlflowException as err:
+        return first_line(err)
+    return None
 
 
 @contextlib.contextmanager

@@ -101,6 +101,10 @@ def check_settings(cfg: DictConfig) -> None:
     ema_callback(cfg.trainer.ema, bool(cfg.trainer.swa.enabled))  # EMA and SWA together
     if cfg.logging.tensorboard:
         require_tensorboard()
+    if cfg.data.name == "folder":  # a wrong folder layout is refused before a run dir exists
+        from clfops.data.folder import check_layout
+
+        check_layout(Path(cfg.data.root))
 
 
 def require_tensorboard() -> None:

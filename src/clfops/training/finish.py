@@ -18,6 +18,7 @@ from clfops.tracking import Tracker
 from clfops.training.build import augment_config, normalisation
 from clfops.training.context import Fitted, RunContext
 from clfops.training.module import Classifier
+from clfops.training.progress_bar import stage_bar
 from clfops.training.recorder import EpochStats
 
 
@@ -48,7 +49,8 @@ def test_and_save(ctx: RunContext, fitted: Fitted) -> Tested:
     manifest = manifest_for(ctx, module)
     model_dir = save_model(ctx.run_dir / "model", module.net, manifest)
     inference = "bf16-mixed" if str(trainer.precision).startswith("bf16") else "32-true"  # as validation ran
-    test = test_best(ctx, module, manifest, inference)
+    with stage_bar(ctx.cfg.logging.progress, f"test {len(ctx.splits.test):,} images"):  # a terminal's test bar
+        test = test_best(ctx, module, manifest, inference)
     fitted.logger.log_metrics(test, step=trainer.global_step)  # metrics.csv + MLflow + TensorBoard, like the rest
     fitted.logger.save(durable=True)
     return Tested(
@@ -74,7 +76,7 @@ def test_best(ctx: RunContext, module: Classifier, manifest: Manifest, precision
     provenance = Provenance(
         source=f"run dir {run_dir}",
         model=ctx.cfg.model.name,
-        data=f"{ctx.source.name} test",
+        data=data_split(ctx.source.name, ctx.splits.test_split),
         data_sha256=ctx.source.sha256,
         run_id=tracker.run_id if tracker else None,
         tracking_uri=tracker.uri if tracker else None,
@@ -90,6 +92,13 @@ def test_best(ctx: RunContext, module: Classifier, manifest: Manifest, precision
     if tracker is not None:
         tracker.log_artifacts(run_dir / "eval", "eval")
     return test | result.metrics
+
+
+def data_split(name: str, test_split: str) -> str:
+    """The report's `Evaluation data`: `fashion_mnist test`, or says that val stood in for a missing test split."""
+    return f"{name} {test_split}" + (
+        " (the data has no test split: test metrics come from val)" if test_split == "val" else ""
+    )
 
 
 def manifest_for(ctx: RunContext, module: Classifier) -> Manifest:

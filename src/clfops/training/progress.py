@@ -1,4 +1,5 @@
-"""What a person sees while training: Lightning's rich bar on a terminal, plain lines elsewhere (CI, logs)."""
+"""What a person sees while training: a rich bar on a terminal (progress_bar.RunBar), plain lines elsewhere
+(CI, logs): one line per epoch, with images/s, plus one every `every_s` seconds within a long epoch."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import time
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+from clfops.training.progress_bar import RunBar, epoch_line
 
 log = logging.getLogger("clfops")
 
@@ -53,14 +56,7 @@ class PlainProgress(L.Callback):
     def _print_epoch(self, trainer: L.Trainer) -> None:
         if not self._finished:
             return
-        m = trainer.callback_metrics
-        parts = [f"epoch {self._finished}/{trainer.max_epochs}"]
-        for key in ("train/loss_epoch", "train/acc", "val/loss", "val/acc"):
-            if key in m:
-                parts.append(f"{key} {float(m[key]):.4f}")
-        if "epoch_seconds" in m:
-            parts.append(f"{float(m['epoch_seconds']):.1f}s")
-        log.info("  ".join(parts))
+        log.info(epoch_line(trainer, self._finished))
         self._finished = 0
 
 
@@ -89,7 +85,7 @@ def progress_callbacks(mode: str) -> tuple[list[L.Callback], bool]:
     if mode == "auto":
         mode = "rich" if sys.stderr.isatty() else "plain"
     if mode == "rich":
-        return [RichProgressBar(), PlainProgress(every_s=float("inf"))], True
+        return [RunBar()], True
     if mode == "tqdm":
         return [TQDMProgressBar()], True
     if mode == "plain":

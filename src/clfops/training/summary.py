@@ -68,6 +68,7 @@ class RunSummary:
     validation_seconds: float
     test_seconds: float
     images: dict[str, int]  # train / val / test
+    test_split: str  # "test", or "val" when the data has no test split (test/* were scored on val)
     classes: list[str]
     data_sha256: str
     best_checkpoint: str  # best.ckpt, else last.ckpt ("" when neither was written)
@@ -113,6 +114,7 @@ class RunSummary:
             validation_seconds=tested.validation_seconds,
             test_seconds=tested.test_seconds,
             images={"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+            test_split=splits.test_split,
             classes=list(ctx.source.classes),
             data_sha256=ctx.source.sha256,
             best_checkpoint=tested.best_checkpoint,

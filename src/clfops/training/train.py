@@ -174,6 +174,7 @@ def _log_model_params(tracker: Tracker, module: Classifier, precision: str, spli
     optimizer = build_optimizer(module.net, module.settings.optimizer)  # only to record its class and defaults
     defaults = {f"optimizer.defaults.{k}": v for k, v in optimizer.defaults.items() if k != "params"}
     sizes = {f"data.images.{name}": len(getattr(splits, name)) for name in ("train", "val", "test")}
+    sizes["data.test_split"] = splits.test_split  # val: the data had no test split (test/* scored on val)
     params = {"model.parameters": count_params(module.net), "precision.resolved": precision}
     tracker.log_params(params | {"optimizer.class": type(optimizer).__name__} | defaults | sizes)
 

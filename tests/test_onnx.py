@@ -78,7 +78,7 @@ def test_export_writes_a_checked_onnx_model_with_metadata(run: dict[str, Any], t
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["not-a-model"], "not-a-model: not a run dir, checkpoint, run id"),
+        (["not-a-model"], "'not-a-model': no such folder or .ckpt file, and not an MLflow run id"),
         (["--run-id", "0" * 32, "--out", "x.txt"], "--out x.txt: use a file name ending in .onnx"),
         (["--format", "tflite"], "'tflite' is not 'onnx'"),
     ],

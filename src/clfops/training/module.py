@@ -73,6 +73,7 @@ class Classifier(L.LightningModule):
         self.net = net
         self.settings = settings
         self.augment = augment
+        self._decay_only = False  # OneCycle resumed as the cosine decay it fell back to (on_load_checkpoint)
         self.memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
         # Validation feeds the net through serving's one inference path; the train step's fused fast path
@@ -172,7 +173,7 @@ class Classifier(L.LightningModule):
     def configure_optimizers(self):  # type: ignore[override]
         optimizer = build_optimizer(self.net, self.settings.optimizer)
         steps = self.settings.steps_per_epoch
-        sched = build_scheduler(optimizer, self.settings.scheduler, steps, self.trainer.max_epochs)
+        sched = build_scheduler(optimizer, self.settings.scheduler, steps, self.trainer.max_epochs, self._decay_only)
         if sched is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": sched}
@@ -197,6 +198,11 @@ class Classifier(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Lightning restores the module before configure_optimizers: a run whose OneCycle fell back to its cosine
+        # decay (too few steps) keeps that decay when resumed over more epochs, since its optimizer state has
+        # none of OneCycle's per-group keys (max_lr …) to continue from.
+        saved = checkpoint.get("lr_schedulers", [])
+        self._decay_only = self.settings.scheduler.name == "onecycle" and any("T_max" in s for s in saved)
         self._stretch_schedules(checkpoint)
         rng = checkpoint.get("rng")
         if rng:

@@ -80,16 +80,17 @@ def build_optimizer(net: nn.Module, s: OptimizerSettings) -> torch.optim.Optimiz
 
 
 def build_scheduler(
-    opt: torch.optim.Optimizer, s: SchedulerSettings, steps_per_epoch: int, epochs: int
+    opt: torch.optim.Optimizer, s: SchedulerSettings, steps_per_epoch: int, epochs: int, decay_only: bool = False
 ) -> dict[str, Any] | None:
-    """A Lightning lr_scheduler dict, or None for a constant LR without warmup."""
+    """A Lightning lr_scheduler dict, or None for a constant LR without warmup. `decay_only`: OneCycle's
+    cosine decay alone, as the run being resumed used it."""
     total_steps = max(1, steps_per_epoch * epochs)
     if s.name == "onecycle":
         assert s.pct_start is not None and s.div_factor is not None and s.final_div_factor is not None
         lr = [g["lr"] for g in opt.param_groups]
         # OneCycle's rise ends at step pct_start*total - 1 and divides by its length: it needs >= 1 step up
         # and >= 1 down (4 steps at pct_start 0.25 divided by zero). Fewer: the decay half alone, a cosine.
-        if s.pct_start * total_steps - 1 < 1 or total_steps * (1 - s.pct_start) < 1:
+        if decay_only or s.pct_start * total_steps - 1 < 1 or total_steps * (1 - s.pct_start) < 1:
             floor = [v / (s.div_factor * s.final_div_factor) for v in lr]
             log.info(f"scheduler.onecycle: {total_steps} steps are too few to rise and fall; cosine decay instead")
             return {"scheduler": S.CosineAnnealingLR(opt, T_max=total_steps, eta_min=min(floor)), "interval": "step"}

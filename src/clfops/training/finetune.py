@@ -111,7 +111,7 @@ def _origin(ref: str, run_id: str | None, tracking_uri: str | None) -> tuple[str
     if ref.startswith("models:/"):
         name, _, rest = ref.removeprefix("models:/").partition("/")
         if "@" in name:
-            from clfops.tracking import Registry
+            from clfops.tracking.registry import Registry
 
             held = Registry(tracking_uri).alias_version(*name.split("@", 1))
             return ref, str(held.version) if held is not None else None

@@ -3,6 +3,7 @@ that sets FINISHED, FAILED or KILLED in status.json and in MLflow and says so on
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ def start_tracking(setup: RunSetup, run_dir: Path, prepared: Prepared) -> Tracke
         log.info(f"MLflow run {tracker.run_id} reopened at {tracker.uri}")
         return tracker
     tags = runs.provenance_tags(run_dir, setup.overrides)
+    tags["mlflow.user"] = getpass.getuser()  # MlflowClient.create_run records "unknown" otherwise
     tags.update(prepared.init.tags() if prepared.init is not None else {})
     experiment = cfg.tracking.experiment or source.name
     tracker = Tracker.start(cfg.tracking.uri, experiment, run_dir.name, tags, cfg.tracking.connect_timeout_s)

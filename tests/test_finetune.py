@@ -201,6 +201,7 @@ def test_unknown_init_reference_is_one_line(base: dict, tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_killed_fine_tune_resumes_to_the_same_result_without_its_parent(base: dict, tmp_path: Path) -> None:
     """The init is applied once, when the run starts: a resume continues from the checkpoint (the parent may be
     gone by then) and ends exactly where the uninterrupted fine-tune ends (test_resume's recipe and kill)."""

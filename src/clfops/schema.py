@@ -141,7 +141,12 @@ def _model(names: tuple[str, ...], args: type) -> type:
     """A model option's schema: its name and its constructor's keyword arguments."""
     return dataclasses.make_dataclass(
         f"{args.__name__}Model",
-        [("name", str, spec(choices=names)), ("args", args, spec(factory=args))],
+        [
+            ("name", str, spec(choices=names)),
+            ("args", args, spec(factory=args)),
+            ("init", str | None, spec()),  # a model reference to fine-tune from (training/finetune.py)
+            ("freeze", Any, spec(types=(int, str), min=0, choices=("none", "backbone"))),
+        ],
     )
 
 
@@ -161,6 +166,7 @@ class AdamSchema:
     lr: float = spec(min=0)  # 0 freezes the weights (tests use it); negative is refused
     weight_decay: float = spec(min=0)
     betas: list[float] = spec(length=2, min=0, max=1)
+    backbone_lr_scale: float = spec(min=0, max=1)  # 0: the backbone does not move (as lr=0)
 
 
 @dataclass
@@ -170,6 +176,7 @@ class SgdSchema:
     weight_decay: float = spec(min=0)
     momentum: float = spec(min=0, max=1)
     nesterov: bool = spec()
+    backbone_lr_scale: float = spec(min=0, max=1)  # 0: the backbone does not move (as lr=0)
 
 
 # ----- scheduler --------------------------------------------------------------------------------------

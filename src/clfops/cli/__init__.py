@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from clfops.cli import data, evaluation, export, registry, server, training, tuning  # noqa: F401 — registers the commands
+from clfops.cli import data, evaluation, export, registry, server, show, training, tuning  # noqa: F401 — registers the commands
 from clfops.cli.base import main, quick_exit
 
 __all__ = ["entry", "main"]

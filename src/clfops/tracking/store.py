@@ -252,6 +252,10 @@ class Tracker:
         items = [RunTag(k, redact_text(str(v))[:5000]) for k, v in tags.items()]  # clfops.command, error
         self._guard("set_tags", self.client.log_batch, self.run_id, tags=items)
 
+    def log_inputs(self, datasets: list[Any]) -> None:
+        """mlflow.entities.DatasetInput records (tracking/datasets.py builds them)."""
+        self._guard("log_inputs", self.client.log_inputs, self.run_id, datasets=datasets)
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 

@@ -8,6 +8,7 @@ mark the run FAILED. `data.batch_size` is per process, as in Lightning: 2 proces
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from clfops.data.loader import Splits
 from clfops.models import create_model
 from clfops.training.callbacks import AtomicCheckpointIO, ema_callback, trainer_callbacks
 from clfops.training.distributed import WatchedDDPStrategy, job_shape
+from clfops.training.finetune import InitModel, apply_freeze, apply_init, parse_freeze
 from clfops.training.module import Classifier, ModuleSettings
 from clfops.training.progress import progress_callbacks
 from clfops.training.recorder import EpochStats, RunLogger
@@ -38,10 +40,19 @@ def normalisation(cfg: DictConfig, splits: Splits) -> tuple[list[float], list[fl
     return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
 
 
-def build_module(cfg: DictConfig, source: Source, splits: Splits, steps_per_epoch: int) -> Classifier:
+def build_module(
+    cfg: DictConfig, source: Source, splits: Splits, steps_per_epoch: int, init: InitModel | None = None
+) -> Classifier:
+    """The Classifier; with `init` (model.init, a new run) the net starts from the parent's weights, and
+    model.freeze applies in every case (it is not part of a checkpoint)."""
     net = create_model(
         cfg.model.name, source.channels, len(source.classes), source.size, C.to_container(cfg.model.args)
     )
+    if init is not None:
+        apply_init(net, init, list(source.classes))
+    frozen = apply_freeze(net, parse_freeze(cfg.model.freeze))
+    if frozen:
+        logging.getLogger("clfops").info(f"model.freeze={cfg.model.freeze}: {frozen:,} parameters frozen")
     mean, std = normalisation(cfg, splits)
     augment = augment_config(cfg.augment)
     opt = C.to_container(cfg.optimizer)

@@ -23,6 +23,7 @@ from clfops.tracking import Tracker, run_dir_lookup
 from clfops.training.build import check_settings
 from clfops.training.checkpoint import ResumePoint, check_compatible, find_resume
 from clfops.training.distributed import Rank, process_rank
+from clfops.training.finetune import InitModel
 from clfops.training.module import Classifier
 from clfops.training.progress import quiet_libraries
 from clfops.training.recorder import RunLogger
@@ -49,6 +50,7 @@ class RunContext:
     source: Source
     splits: Splits
     tracker: Tracker | None  # None: tracking off, or a rank > 0
+    init: InitModel | None = None  # model.init on rank 0 of a new run (DDP copies rank 0's weights to the others)
 
     @property
     def cfg(self) -> DictConfig:

@@ -3,6 +3,7 @@ that sets FINISHED, FAILED or KILLED in status.json and in MLflow and says so on
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import os
@@ -10,21 +11,26 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from omegaconf import DictConfig
+
 from clfops import config as C
-from clfops.data import Source
+from clfops.data.sources import default_root
 from clfops.errors import RunFailed
 from clfops.tracking import STATUSES, Tracker
 from clfops.tracking import rundirs as runs
+from clfops.tracking.datasets import DataRecord, log_dataset
 from clfops.training.context import RunSetup
 from clfops.training.distributed import WatchedDDPStrategy
+from clfops.training.preflight import Prepared
 
 log = logging.getLogger("clfops")
 
 
-def start_tracking(setup: RunSetup, run_dir: Path, source: Source) -> Tracker | None:
-    """The run's MLflow run: a new one with params and provenance tags, or on resume the one in run.json,
-    back to RUNNING and tagged with what changed. None when tracking is off."""
-    cfg, resume = setup.cfg, setup.resume
+def start_tracking(setup: RunSetup, run_dir: Path, prepared: Prepared) -> Tracker | None:
+    """The run's MLflow run: a new one with params, provenance tags (and the parent model of a fine-tune) and
+    its data as a dataset input, or on resume the one in run.json, back to RUNNING and tagged with what
+    changed. None when tracking is off."""
+    cfg, resume, source = setup.cfg, setup.resume, prepared.source
     if not cfg.tracking.enabled:
         return None
     if resume is not None and (run_dir / "run.json").is_file():
@@ -38,6 +44,8 @@ def start_tracking(setup: RunSetup, run_dir: Path, source: Source) -> Tracker | 
         log.info(f"MLflow run {tracker.run_id} reopened at {tracker.uri}")
         return tracker
     tags = runs.provenance_tags(run_dir, setup.overrides)
+    tags["mlflow.user"] = getpass.getuser()  # MlflowClient.create_run records "unknown" otherwise
+    tags.update(prepared.init.tags() if prepared.init is not None else {})
     experiment = cfg.tracking.experiment or source.name
     tracker = Tracker.start(cfg.tracking.uri, experiment, run_dir.name, tags, cfg.tracking.connect_timeout_s)
     tracker.run_dir = run_dir
@@ -46,8 +54,17 @@ def start_tracking(setup: RunSetup, run_dir: Path, source: Source) -> Tracker | 
     params.update(runs.version_params())
     params.update({"data.sha256": source.sha256, "data.classes": len(source.classes)})
     tracker.log_params(params)
+    log_dataset(tracker, data_record(cfg, prepared))
     log.info(f"MLflow run {tracker.run_id} in experiment {experiment!r} at {tracker.uri}")
     return tracker
+
+
+def data_record(cfg: DictConfig, prepared: Prepared) -> DataRecord:
+    """The run's data for MLflow's dataset input: name, sha256, where it was read from, images per split."""
+    root = cfg.data.root
+    where = str(root) if root and "://" in str(root) else str(Path(root or default_root(cfg.data.name)).resolve())
+    sizes = {name: len(getattr(prepared.splits, name)) for name in ("train", "val", "test")}
+    return DataRecord(prepared.source.name, prepared.source.sha256, where, sizes)
 
 
 class RunEnding:

@@ -23,14 +23,17 @@ from clfops.safe_files import CheckpointError
 from clfops.tracking import TrackingError, client, resolve_uri
 from clfops.training.build import check_settings
 from clfops.training.checkpoint import ResumePoint
+from clfops.training.finetune import InitModel, parse_freeze, resolve_init
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """What the checks produced and the run goes on with: the data, loaded and split."""
+    """What the checks produced and the run goes on with: the data, loaded and split; the model to fine-tune
+    from (model.init, None on resume: the checkpoint holds the weights)."""
 
     source: Source
     splits: Splits
+    init: InitModel | None = None
 
 
 def preflight(cfg: DictConfig, resume: ResumePoint | None) -> Prepared:
@@ -40,7 +43,11 @@ def preflight(cfg: DictConfig, resume: ResumePoint | None) -> Prepared:
     check_settings(cfg)
     source, splits = load_data(cfg, resume)
     check_tracking(cfg, resume)
-    return Prepared(source, splits)
+    # model.init: resolved and fitted to this run's net now (another architecture, channels that cannot adapt,
+    # an unknown reference: one line). On resume only freeze is checked: the init is not applied again.
+    init = resolve_init(cfg, source) if resume is None else None
+    parse_freeze(cfg.model.freeze)
+    return Prepared(source, splits, init)
 
 
 def load_data(cfg: DictConfig, resume: ResumePoint | None) -> tuple[Source, Splits]:

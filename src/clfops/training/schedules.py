@@ -40,6 +40,7 @@ class OptimizerSettings:
     betas: tuple[float, float] | None = None  # adam, adamw
     momentum: float | None = None  # sgd
     nesterov: bool | None = None  # sgd
+    backbone_lr_scale: float = 1.0  # the backbone's LR is lr x this; the head's is lr (fine-tuning)
 
 
 @dataclass
@@ -61,11 +62,26 @@ class SchedulerSettings:
     patience: int | None = None
 
 
+def param_groups(net: nn.Module, s: OptimizerSettings) -> list[dict[str, Any]]:
+    """Trainable parameters in groups: no weight decay on biases and norm parameters (1-D tensors: decaying
+    them only hurts); with backbone_lr_scale != 1 the backbone (all but the head, training.finetune) gets its
+    own groups at lr x scale. Frozen parameters (requires_grad=False) are left out; empty groups too."""
+    from clfops.training.finetune import head_parameters
+
+    scale = 1.0 if s.backbone_lr_scale is None else float(s.backbone_lr_scale)
+    head = head_parameters(net) if scale != 1.0 else set()
+    groups = []
+    for part, lr in (("backbone", s.lr * scale), ("head", s.lr)) if head else (("all", s.lr),):
+        named = [(n, p) for n, p in net.named_parameters() if p.requires_grad and (part != "head") == (n not in head)]
+        for decay in (True, False):
+            params = [p for _, p in named if (p.ndim > 1) == decay]
+            if params:
+                groups.append({"params": params, "weight_decay": s.weight_decay if decay else 0.0, "lr": lr})
+    return groups
+
+
 def build_optimizer(net: nn.Module, s: OptimizerSettings) -> torch.optim.Optimizer:
-    # No weight decay on biases and norm parameters (1-D tensors): decaying them only hurts.
-    decay = [p for p in net.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in net.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = param_groups(net, s)
     # fused=True: one kernel over all parameters instead of a Python loop of small ops per tensor (torch's
     # CPU default). quick_cnn, 2 cores: AdamW step 1.97 -> 0.31 ms, SGD 0.41 -> 0.18 ms; 11 % of a 15 ms step.
     if s.name == "sgd":

@@ -69,9 +69,9 @@ def train(
             _start_run(setup, run_dir)
             clock.lap("run_start")
             source, splits = prepared.source, prepared.splits
-            ending.tracker = start_tracking(setup, run_dir, source)
+            ending.tracker = start_tracking(setup, run_dir, prepared)
             clock.lap("tracking_start")
-            ctx = RunContext(setup, run_dir, source, splits, ending.tracker)
+            ctx = RunContext(setup, run_dir, source, splits, ending.tracker, prepared.init)
             fitted = _fit(ctx, strategy, stop, extra_callbacks or [])
             tested = test_and_save(ctx, fitted)
             clock.lap("fit_and_test")
@@ -154,7 +154,7 @@ def _fit(
         splits = ctx.splits
         train_dl = train_loader(splits.train, cfg.data.batch_size, cfg.seed, trainer.global_rank, trainer.world_size)
         val_dl = eval_loader(splits.val, cfg.data.eval_batch_size, trainer.global_rank, trainer.world_size)
-    module = build_module(cfg, ctx.source, ctx.splits, steps_per_epoch=len(train_dl))
+    module = build_module(cfg, ctx.source, ctx.splits, steps_per_epoch=len(train_dl), init=ctx.init)
     if ctx.tracker is not None:
         _log_model_params(ctx.tracker, module, ctx.precision, ctx.splits)
     runs.write_text(run_dir / "model_summary.txt", f"{module.net}\n\nparameters: {count_params(module.net):,}\n")

@@ -85,7 +85,7 @@ class LoggingSchema:
 class CheckpointSchema:
     monitor: str = spec(choices=MONITORS)
     mode: str = spec(choices=MODES)
-    every_n_epochs: int | None = spec(min=1)  # null: no periodic checkpoints
+    every_n_epochs: int | None = spec(min=0)  # 0 or null: no periodic checkpoints
     keep_periodic: int = spec(min=1)  # the newest N periodic checkpoints stay on disk
 
 

@@ -27,7 +27,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from clfops.errors import UserError
 
 # Metric names an epoch logs (training/module.py): what checkpoint/early stopping/plateau may monitor.
-MONITORS = ("val/acc", "val/loss", "val/f1", "val/precision", "val/recall", "train/acc", "train/loss_epoch")
+MONITORS = ("val/acc", "val/loss", "val/f1", "val/precision", "val/recall", "train/acc", "train/loss")
 MODES = ("min", "max")
 
 
@@ -139,7 +139,7 @@ def _model(names: tuple[str, ...], args: type) -> type:
     """A model option's schema: its name and its constructor's keyword arguments."""
     return dataclasses.make_dataclass(
         f"{args.__name__}Model",
-        [("name", str, spec(choices=names)), ("args", args, spec(factory=args))],
+        [("name", str, spec(choices=names)), ("args", args, spec(factory=args)), ("calibrate", bool, spec())],
     )
 
 

@@ -55,7 +55,7 @@ class PlainProgress(L.Callback):
             return
         m = trainer.callback_metrics
         parts = [f"epoch {self._finished}/{trainer.max_epochs}"]
-        for key in ("train/loss_epoch", "train/acc", "val/loss", "val/acc"):
+        for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
             if key in m:
                 parts.append(f"{key} {float(m[key]):.4f}")
         if "epoch_seconds" in m:

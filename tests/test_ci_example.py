@@ -61,7 +61,7 @@ def test_full_pipeline_promotes_to_staging_then_production(first: dict[str, Any]
     assert v1.tags["promotion.staging"] == "passed" and v1.tags["promotion.production"] == "passed"
     assert "no production version yet" in v1.tags["promotion.production.reason"]
     run = MlflowClient(first["store"]).get_run(first["run_id"])
-    assert "eval/accuracy" in run.data.metrics  # clfops evaluate --log-mlflow ran and the gate read it
+    assert "eval/acc" in run.data.metrics  # clfops evaluate --log-mlflow ran and the gate read it
     assert "from test/acc" not in v1.tags["promotion.staging.reason"]
     assert "registered model ci-classifier" in first["proc"].stdout  # the final `clfops models` table
 

@@ -26,7 +26,13 @@ from PIL import Image
 from clfops import config as C
 from clfops.cli import main as cli_main
 from clfops.evaluation.evaluate import EvalRequest, EvaluateError, evaluate
-from clfops.evaluation.metrics import confusion, eval_metrics, evaluate_predictions, most_confused, prediction_arrays
+from clfops.evaluation.metrics import (
+    confusion,
+    evaluate_predictions,
+    most_confused,
+    prediction_arrays,
+    report_metrics,
+)
 from clfops.serving.inference import predict_logits
 from clfops.serving.resolve import resolve_model
 from clfops.serving.saved_model import load_model
@@ -79,9 +85,10 @@ def test_metrics_match_hand_computed_answers() -> None:
     # (With 10 bins .68 and .72 would part and the answer would be 2.77 / 8.)
     assert report["ece_bins"] == 15
     assert report["ece"] == approx((0.18 + 0.48 + 0.42 + 0.08 + 0.37) / 8 + 3 / 8 * abs(2 / 3 - 2.12 / 3), abs=1e-6)
-    metrics = eval_metrics(report)
-    assert metrics["eval/accuracy"] == approx(5 / 8) and metrics["eval/macro_f1"] == approx(0.625)
-    assert metrics["eval/f1/b"] == approx(2 / 3)
+    metrics = report_metrics(report, "eval/")
+    assert metrics["eval/acc"] == approx(5 / 8) and metrics["eval/f1"] == approx(0.625)
+    assert metrics["eval/f1/b"] == approx(2 / 3) and metrics["eval/top3_acc"] == approx(7 / 8)
+    assert "eval/weighted_recall" not in metrics  # = accuracy: one name per quantity
     arrays = prediction_arrays(logits, torch.tensor(TARGETS))
     pairs = most_confused(confusion(arrays, 4), ["a", "b", "c", "d"])
     assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [("a", "b", 1), ("c", "a", 1), ("d", "b", 1)]
@@ -147,7 +154,7 @@ def test_run_id_and_model_uri(trained: dict, tmp_path: Path) -> None:
     run = client.get_run(linked.mlflow_run_id)
     assert linked.mlflow_run_id != run_id and run.info.status == "FINISHED"
     assert run.data.tags["clfops.source_run_id"] == run_id and run.data.tags["mlflow.parentRunId"] == run_id
-    assert run.data.metrics["eval/accuracy"] == pytest.approx(reference["accuracy"])
+    assert run.data.metrics["eval/acc"] == pytest.approx(reference["accuracy"])
     assert {a.path for a in client.list_artifacts(linked.mlflow_run_id, "eval")} >= {"eval/report.html"}
     assert linked.out_dir == Path(trained["run_dir"]) / "eval-val"  # the source run's dir, named by the data
 
@@ -192,7 +199,7 @@ def test_cli_writes_every_file_and_logs_back_to_the_run(trained: dict, cli_eval)
     assert sum(p["true"] == p["predicted"] for p in preds) / n == pytest.approx(report["accuracy"])
     client = MlflowClient(trained["store"])
     metrics = client.get_run(trained["run_id"]).data.metrics
-    for key, value in eval_metrics(report).items():
+    for key, value in report_metrics(report, "eval/").items():
         assert metrics[key] == pytest.approx(value), key
     logged = {a.path for a in client.list_artifacts(trained["run_id"], "eval")}
     assert {f"eval/{name}" for name in OUTPUTS} <= logged

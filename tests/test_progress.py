@@ -21,8 +21,8 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][AB0-2]|\x1b[=>78]")
 
 
 def epoch_line(epochs: int) -> re.Pattern[str]:
-    """A finished epoch's line, whole: `epoch 2/3  train/loss_epoch 0.41 … val/acc 0.84  1,812 img/s  3.1s`."""
-    fields = "  ".join(f"{key} [\\d.]+" for key in ("train/loss_epoch", "train/acc", "val/loss", "val/acc"))
+    """A finished epoch's line, whole: `epoch 2/3  train/loss 0.41 … val/acc 0.84  1,812 img/s  3.1s`."""
+    fields = "  ".join(f"{key} [\\d.]+" for key in ("train/loss", "train/acc", "val/loss", "val/acc"))
     return re.compile(rf"^epoch \d/{epochs}  {fields}  [\d,]+ img/s  [\d.]+s$")
 
 
@@ -72,12 +72,12 @@ def test_bar_on_a_terminal(tmp_path: Path) -> None:
     assert any(re.match(r"^test 2,000 images \S* +\d+:\d\d:\d\d$", line) for line in frames), "no test bar"
     assert not any("v_num" in line or "it/s" in line for line in seen)
     # Each finished epoch: its own line, whole, never glued to the bar, in the pane and in what was drawn.
-    summaries = [line.rstrip() for line in final.splitlines() if "train/loss_epoch" in line]
+    summaries = [line.rstrip() for line in final.splitlines() if "train/loss" in line]
     assert [s[:9] for s in summaries] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"], final
     assert all(epoch_line(3).match(s) for s in summaries), summaries
-    assert all(epoch_line(3).match(line) for line in frames if "train/loss_epoch" in line), frames
+    assert all(epoch_line(3).match(line) for line in frames if "train/loss" in line), frames
     # After the first epoch the bar never shows a reset state (`0/30` or a zero speed).
-    after_first = drawn[drawn.index("epoch 1/3  train/loss_epoch") :]
+    after_first = drawn[drawn.index("epoch 1/3  train/loss") :]
     assert not re.search(r"(^|\s)0/\d+|(^|\s)0(\.0+)? img/s", after_first, re.MULTILINE), after_first
     # The bar is gone when training ends: the terminal keeps the epoch lines and the result.
     assert "test accuracy" in final and not any(re.search(r" \d+/30 ", line) for line in final.splitlines())
@@ -88,7 +88,7 @@ def test_one_line_per_epoch_without_a_terminal(tmp_path: Path) -> None:
     overrides = [o for o in TINY if not o.startswith(("logging.progress", "trainer.max_epochs"))]
     result = run_cli("train", *args, *overrides, "trainer.max_epochs=2", "logging.progress=auto")
     assert result.returncode == 0, result.stderr
-    lines = [line for line in result.stderr.splitlines() if "train/loss_epoch" in line]
+    lines = [line for line in result.stderr.splitlines() if "train/loss" in line]
     assert [line[:9] for line in lines] == ["epoch 1/2", "epoch 2/2"], result.stderr
     assert all(epoch_line(2).match(line) for line in lines), lines
     assert "━" not in result.stderr and "v_num" not in result.stderr

@@ -93,9 +93,24 @@ def test_gate_falls_back_to_test_metrics_when_eval_is_missing(run: dict[str, Any
 
 
 @pytest.mark.slow
+def test_gates_on_a_run_logged_before_the_metric_vocabulary(run: dict[str, Any], name: str) -> None:
+    # An older clfops logged eval/* beside test/* at the end of training, under other names.
+    old = {"eval/accuracy": 0.91, "eval/top1_accuracy": 0.91, "eval/macro_f1": 0.9, "eval/ece": 0.02}
+    version = version_with(run, name, old | {"test/acc": 0.91})
+    gates = ["eval/accuracy>=0.9", "eval/acc>=0.9", "test/f1>=0.89", "test/ece<=0.05", "eval/top1_accuracy>0.9"]
+    decision = promote(run["store"], name, "staging", version=version, gates=gates)
+    assert decision.promoted, decision.reason
+    reason = tags(run, name, version)["promotion.staging.reason"]
+    assert "eval/accuracy=0.9100 >= 0.9" in reason and "test/f1=0.9000 >= 0.89 (from eval/f1" in reason
+    assert "test/ece=0.0200 <= 0.05 (from eval/ece" in reason
+    failed = promote(run["store"], name, "production", version=version, gates=["eval/macro_f1>=0.95"], force=True)
+    assert not failed.promoted and "eval/macro_f1=0.9000 >= 0.95" in failed.reason
+
+
+@pytest.mark.slow
 def test_gate_passes_then_production_needs_staging(run: dict[str, Any], name: str) -> None:
     v1 = str(register(run["store"], run["run_id"], name).version)
-    gate = f"eval/accuracy>={run['test_acc'] - 0.01:.4f}"  # train logs eval/* on the test split itself
+    gate = f"eval/accuracy>={run['test_acc'] - 0.01:.4f}"  # an old name; test/acc stands in for eval/acc
     staged = promote(run["store"], name, "staging", version=v1, gates=[gate])
     assert staged.promoted and aliases(run, name) == {"staging": v1}
     assert tags(run, name, v1)["promotion.staging"] == "passed"
@@ -131,7 +146,7 @@ def test_compare_to_production_must_beat_it(run: dict[str, Any], name: str) -> N
     gates = ["eval/accuracy>=0.9", "eval/log_loss<=0.5"]  # passes both gates, but a higher loss than production
     decision = promote(run["store"], name, "production", version=worse, gates=gates, compare_to="production")
     assert not decision.promoted and aliases(run, name)["production"] == prod
-    assert "eval/log_loss=0.4000 vs production" in decision.reason
+    assert "eval/log_loss=0.4000 vs production" in decision.reason  # the gate's own (old) spelling
     better = version_with(run, name, {"eval/accuracy": 0.96, "eval/log_loss": 0.20})
     promote(run["store"], name, "staging", version=better)
     decision = promote(run["store"], name, "production", version=better, gates=gates, compare_to="production")

@@ -51,7 +51,7 @@ def _check(tmp_path: Path, store: str, family: dict[str, dict]) -> None:
     assert doc["who"]["status"] == "FINISHED" and doc["who"]["start"] and doc["who"]["duration_s"] > 0
     assert [c["run_id"] for c in doc["lineage"]["children"]] == [child["run_id"]]
     (evaluation,) = doc["lineage"]["evaluations"]
-    assert "eval/accuracy" in evaluation["metrics"]
+    assert "eval/acc" in evaluation["metrics"]
 
     text = run_cli("show", child["run_id"], "--tracking-uri", store, cwd=tmp_path)
     assert text.returncode == 0, text.stderr[-2000:]

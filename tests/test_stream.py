@@ -122,7 +122,7 @@ def test_stream_resume_continues_exactly(tmp_path: Path, image_folder: Path, com
 
     def epochs(summary: dict) -> list[tuple]:
         rows = read_metrics(Path(summary["run_dir"]) / "metrics.csv")
-        return [(r["epoch"], r["train/loss_epoch"], r["val/loss"]) for r in rows if "val/loss" in r]
+        return [(r["epoch"], r["train/loss"], r["val/loss"]) for r in rows if "val/loss" in r]
 
     assert len(epochs(straight)) == 2 and epochs(resumed) == epochs(straight)
     assert resumed["test_acc"] == straight["test_acc"] and resumed["test_loss"] == straight["test_loss"]

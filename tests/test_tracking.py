@@ -53,7 +53,7 @@ def test_run_logs_params_tags_metrics_and_artifacts(compose, store: str) -> None
         "test/f1",
     ):
         assert key in run.data.metrics, key
-    steps = [m.step for m in client.get_metric_history(summary["run_id"], "train/loss")]
+    steps = [m.step for m in client.get_metric_history(summary["run_id"], "train/loss_step")]
     assert steps == [1, 3, 5]  # 7 steps of 64 images (480 train); every 2nd step (the 2nd, 4th, 6th)
     artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
     assert set(RUN_FILES) <= artifacts, artifacts
@@ -166,7 +166,7 @@ def test_eight_concurrent_runs_on_a_new_store_all_finish_with_every_point(tmp_pa
     assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
     for run in runs:
         rows = list(csv.DictReader((Path(run.data.tags["clfops.run_dir"]) / "metrics.csv").open()))
-        for key, expected in (("train/loss", 6), ("val/acc", 2), ("test/acc", 1)):  # 3 steps x 2 epochs
+        for key, expected in (("train/loss_step", 6), ("train/loss", 2), ("val/acc", 2), ("test/acc", 1)):  # 3 x 2
             in_csv = [int(r["step"]) for r in rows if r.get(key)]
             stored = [m.step for m in client.get_metric_history(run.info.run_id, key)]
             assert sorted(stored) == in_csv and len(in_csv) == expected, key

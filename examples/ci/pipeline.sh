@@ -13,7 +13,7 @@
 #                        registry outlives the CI machine)
 #   MODEL_NAME           registered model name                    (default: fashion-classifier)
 #   TRAIN_ARGS           overrides for `clfops train`             (default: model=fast_cnn trainer.max_epochs=3)
-#   STAGING_GATE         gates for staging                        (default: eval/accuracy>=0.85)
+#   STAGING_GATE         gates for staging                        (default: eval/acc>=0.85)
 #   PRODUCTION_GATE      gates for production                     (default: STAGING_GATE)
 #   RUN_ID               promote this existing run instead of training a new one
 #   EVALUATE             0 skips `clfops evaluate`                (default: 1)
@@ -25,7 +25,7 @@ CLFOPS=${CLFOPS:-clfops}
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}
 MODEL_NAME=${MODEL_NAME:-fashion-classifier}
 TRAIN_ARGS=${TRAIN_ARGS:-model=fast_cnn trainer.max_epochs=3}
-STAGING_GATE=${STAGING_GATE:-eval/accuracy>=0.85}
+STAGING_GATE=${STAGING_GATE:-eval/acc>=0.85}
 PRODUCTION_GATE=${PRODUCTION_GATE:-$STAGING_GATE}
 EVALUATE=${EVALUATE:-1}
 RUN_ROOT=${RUN_ROOT:-runs}

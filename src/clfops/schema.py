@@ -27,7 +27,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from clfops.errors import UserError
 
 # Metric names an epoch logs (training/module.py): what checkpoint/early stopping/plateau may monitor.
-MONITORS = ("val/acc", "val/loss", "val/f1", "val/precision", "val/recall", "train/acc", "train/loss_epoch")
+MONITORS = ("val/acc", "val/loss", "val/f1", "val/precision", "val/recall", "train/acc", "train/loss")
 MODES = ("min", "max")
 
 
@@ -145,6 +145,7 @@ def _model(names: tuple[str, ...], args: type) -> type:
             ("name", str, spec(choices=names)),
             ("args", args, spec(factory=args)),
             ("init", str | None, spec()),  # a model reference to fine-tune from (training/finetune.py)
+            ("calibrate", bool, spec()),  # fit a temperature on val after training
             ("freeze", Any, spec(types=(int, str), min=0, choices=("none", "backbone"))),
         ],
     )

@@ -34,7 +34,7 @@ def register(run_id: str, name: str, flavor: str, tracking_uri: str | None) -> N
 @click.option("--version", "version", help="The version to promote (or --run-id).")
 @click.option("--run-id", help="Promote the latest version registered from this run.")
 @click.option("--alias", required=True, help="Any alias name MLflow accepts, e.g. staging, production, champion.")
-@click.option("--gate", "gates", multiple=True, help="METRIC(>=|<=|>|<|==)NUMBER, e.g. 'eval/accuracy>=0.90'.")
+@click.option("--gate", "gates", multiple=True, help="METRIC(>=|<=|>|<|==)NUMBER, e.g. 'eval/acc>=0.90'.")
 @click.option("--force", is_flag=True, help="Promote to production without holding staging first.")
 @click.option("--compare-to", metavar="ALIAS", help="Also beat the version holding this alias (any alias).")
 @click.option("--tracking-uri", help=STORE_HELP)
@@ -52,7 +52,7 @@ def promote(
     """Move ALIAS to a version if every gate holds; exit 0 promoted, 1 a gate failed, 2 usage error.
 
     Gates read the version's run metrics; eval/* falls back to the test/* metric training logged
-    (eval/accuracy <- test/acc) until `clfops evaluate --run-id ID --log-mlflow` has run.
+    (eval/acc <- test/acc) until `clfops evaluate --run-id ID --log-mlflow` has run.
     """
     from clfops.registry.promote import promote as promote_version
 

@@ -23,7 +23,7 @@ from torch import nn
 from clfops.data import Split
 from clfops.evaluation import EvaluateError
 from clfops.evaluation.inputs import EvalData, load_eval_data
-from clfops.evaluation.metrics import eval_metrics, prediction_arrays, report_from_arrays
+from clfops.evaluation.metrics import prediction_arrays, report_from_arrays, report_metrics
 from clfops.evaluation.report_files import write_outputs
 from clfops.serving.inference import PRECISIONS, predict_logits
 from clfops.serving.resolve import ModelRef, ResolvedModel, resolve_model
@@ -86,7 +86,7 @@ class Provenance:
 @dataclass
 class EvalResult:
     report: dict[str, Any]  # = classification_report.json
-    metrics: dict[str, float]  # eval/* as logged to MLflow
+    metrics: dict[str, float]  # eval/* (test/* in training) as logged to MLflow: README.md's metric names
     out_dir: Path
     files: list[Path]
     images_per_second: float
@@ -110,21 +110,26 @@ def evaluate_net(
     batch_size: int = 256,
     grid: int = 16,
     save_predictions: bool = False,
+    metrics_prefix: str = "eval/",
 ) -> EvalResult:
-    """Predict `split` (labels in the model's class order), compute the report and write every file."""
+    """Predict `split` (labels in the model's class order), compute the report and write every file.
+    `metrics_prefix`: "eval/" for `clfops evaluate`, "test/" for training's own test report."""
     t0 = time.perf_counter()
-    logits = predict_logits(net, manifest, split.x, batch_size, provenance.precision)
+    logits = predict_logits(net, manifest, split.x, batch_size, provenance.precision)  # calibrated (manifest's T)
     seconds = time.perf_counter() - t0
     arrays = prediction_arrays(logits, split.y)
-    report = report_from_arrays(arrays, list(manifest.classes))
+    temperature = float(manifest.temperature)
+    # The raw softmax, for the before/after calibration numbers: logits x T undoes the division (float rounding).
+    raw = prediction_arrays(logits * temperature, split.y) if temperature != 1.0 else None
+    report = report_from_arrays(arrays, list(manifest.classes), uncalibrated=raw, temperature=temperature)
     report["precision"] = provenance.precision  # bf16 and fp32 may disagree on a few near-tied images
     files = write_outputs(
-        out_dir, arrays, report, split.x.numpy(), provenance.table(), provenance.config_yaml, grid, save_predictions
-    )
+        out_dir, arrays, report, split.x.numpy(), provenance.table(), provenance.config_yaml, grid, save_predictions,
+        raw,
+    )  # fmt: skip
     speed = len(split) / max(seconds, 1e-9)
-    return EvalResult(
-        report, eval_metrics(report), out_dir, files, speed, provenance.source, probabilities=arrays.probs
-    )
+    metrics = report_metrics(report, metrics_prefix)
+    return EvalResult(report, metrics, out_dir, files, speed, provenance.source, probabilities=arrays.probs)
 
 
 def _inference_precision(asked: str, run_config: Any) -> str:
@@ -228,7 +233,8 @@ def print_summary(result: EvalResult) -> None:
         ("macro F1", f"{r['macro_avg']['f1']:.4f}"),
         ("weighted F1", f"{r['weighted_avg']['f1']:.4f}"),
         ("log-loss", f"{r['log_loss']:.4f}"),
-        (f"ECE ({r['ece_bins']} bins)", f"{r['ece']:.4f}"),
+        (f"ECE ({r['ece_bins']} bins)", f"{r['ece']:.4f}  (uncalibrated {r['ece_uncalibrated']:.4f})"),
+        ("temperature", f"{r['temperature']:.4f}"),
         ("throughput", f"{result.images_per_second:,.0f} img/s"),
     ]
     for name, value in rows:

@@ -17,6 +17,7 @@ from sklearn.metrics import classification_report, confusion_matrix, log_loss, t
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from clfops.serving.inference import probabilities
+from clfops.tracking.metric_names import PER_CLASS_F1
 
 ECE_BINS = 15
 TOP_K = (1, 3, 5)
@@ -95,12 +96,21 @@ def evaluate_predictions(
     return report_from_arrays(prediction_arrays(logits, targets), classes, n_bins)
 
 
-def report_from_arrays(arrays: PredictionArrays, classes: list[str], n_bins: int = ECE_BINS) -> dict[str, Any]:
-    """`evaluate_predictions` on already-derived arrays (the evaluation path derives them once for the plots)."""
+def report_from_arrays(
+    arrays: PredictionArrays,
+    classes: list[str],
+    n_bins: int = ECE_BINS,
+    uncalibrated: PredictionArrays | None = None,
+    temperature: float = 1.0,
+) -> dict[str, Any]:
+    """`evaluate_predictions` on already-derived arrays (the evaluation path derives them once for the plots).
+    `arrays` come from the calibrated logits; `uncalibrated` from the same logits times `temperature` (the raw
+    softmax), for log-loss and ECE before calibration (None: the same as `arrays`)."""
     num_classes = len(classes)
     if arrays.probs.shape[1] != num_classes:
         raise ValueError(f"logits have {arrays.probs.shape[1]} columns for {num_classes} classes")
     labels = np.arange(num_classes)
+    raw = uncalibrated if uncalibrated is not None else arrays
     sk = classification_report(arrays.targets, arrays.predicted, labels=labels, output_dict=True, zero_division=0.0)
 
     def row(entry: dict[str, float]) -> dict[str, float]:
@@ -119,6 +129,9 @@ def report_from_arrays(arrays: PredictionArrays, classes: list[str], n_bins: int
         "log_loss": float(log_loss(arrays.targets, arrays.probs, labels=labels)),
         "ece": expected_calibration_error(arrays, n_bins),
         "ece_bins": n_bins,
+        "temperature": float(temperature),
+        "log_loss_uncalibrated": float(log_loss(raw.targets, raw.probs, labels=labels)),
+        "ece_uncalibrated": expected_calibration_error(raw, n_bins),
         "macro_avg": row(sk["macro avg"]),
         "weighted_avg": row(sk["weighted avg"]),
         "per_class": {name: row(sk[str(i)]) for i, name in enumerate(classes)},
@@ -151,13 +164,20 @@ def _metric_key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. ]", "_", name)
 
 
-def eval_metrics(report: dict[str, Any], prefix: str = "eval/") -> dict[str, float]:
-    """The flat `eval/*` metrics logged to MLflow from a report."""
-    out = {f"{prefix}{key}": float(report[key]) for key in ("accuracy", "log_loss", "ece")}
-    out.update({f"{prefix}top{k}_accuracy": float(report[f"top{k}_accuracy"]) for k in TOP_K})
-    for avg in ("macro", "weighted"):
-        for m in ("precision", "recall", "f1"):
-            out[f"{prefix}{avg}_{m}"] = float(report[f"{avg}_avg"][m])
+def report_metrics(report: dict[str, Any], prefix: str) -> dict[str, float]:
+    """The flat metrics logged to MLflow from a report, under `prefix` ("test/" at the end of training,
+    "eval/" for `clfops evaluate`): one name per quantity, listed in tracking/metric_names.py and README.md."""
+    out = {
+        f"{prefix}acc": float(report["accuracy"]),
+        f"{prefix}loss": float(report["log_loss"]),
+        f"{prefix}loss_uncalibrated": float(report["log_loss_uncalibrated"]),
+        f"{prefix}ece": float(report["ece"]),
+        f"{prefix}ece_uncalibrated": float(report["ece_uncalibrated"]),
+    }
+    out.update({f"{prefix}{m}": float(report["macro_avg"][m]) for m in ("precision", "recall", "f1")})
+    # Support-weighted recall is accuracy: not logged twice.
+    out.update({f"{prefix}weighted_{m}": float(report["weighted_avg"][m]) for m in ("precision", "f1")})
+    out.update({f"{prefix}top{k}_acc": float(report[f"top{k}_accuracy"]) for k in TOP_K if k > 1})  # top1 = acc
     for name, entry in report["per_class"].items():
-        out[f"{prefix}f1/{_metric_key(name)}"] = float(entry["f1"])
+        out[f"{prefix}{PER_CLASS_F1}{_metric_key(name)}"] = float(entry["f1"])
     return out

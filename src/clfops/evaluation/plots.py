@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -94,8 +95,24 @@ def misclassified_png(
     return _png(fig)
 
 
-def confidence_png(confidence: np.ndarray, correct: np.ndarray, bins: list[dict[str, float]], ece: float) -> bytes:
-    """Left: confidence histogram of correct vs wrong predictions. Right: reliability diagram."""
+@dataclass(frozen=True)
+class Uncalibrated:
+    """The raw softmax's reliability bins and ECE, drawn beside the calibrated ones."""
+
+    bins: list[dict[str, float]]
+    ece: float
+    temperature: float
+
+
+def confidence_png(
+    confidence: np.ndarray,
+    correct: np.ndarray,
+    bins: list[dict[str, float]],
+    ece: float,
+    before: Uncalibrated | None = None,
+) -> bytes:
+    """Left: confidence histogram of correct vs wrong predictions. Right: reliability diagram (calibrated bars;
+    with `before`, the uncalibrated model's accuracy against mean confidence per bin as a line)."""
     fig = Figure(figsize=(12, 4.5))
     hist, rel = fig.subplots(1, 2)
     edges = np.linspace(0, 1, 31)
@@ -118,10 +135,21 @@ def confidence_png(confidence: np.ndarray, correct: np.ndarray, bins: list[dict[
         lower[filled], acc[filled], width=width, align="edge", edgecolor="black", color="tab:blue", label="accuracy"
     )
     rel.plot(lower[filled] + width / 2, conf[filled], "o", color="tab:red", label="mean confidence")
+    title = f"Reliability diagram (ECE {ece:.4f}, {len(bins)} bins)"
+    if before is not None:
+        shown = [b for b in before.bins if b["count"] > 0]
+        rel.plot(
+            [b["confidence"] for b in shown],
+            [b["accuracy"] for b in shown],
+            "-^",
+            color="tab:grey",
+            label=f"before calibration (ECE {before.ece:.4f})",
+        )
+        title = f"Reliability, temperature {before.temperature:.3f} (ECE {ece:.4f}, was {before.ece:.4f})"
     rel.plot([0, 1], [0, 1], "k--", label="perfect calibration")
     rel.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
-    rel.set_title(f"Reliability diagram (ECE {ece:.4f}, {len(bins)} bins)")
-    rel.legend(loc="upper left")
+    rel.set_title(title)
+    rel.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return _png(fig)
 
@@ -148,14 +176,17 @@ def per_class_png(classes: list[str], f1: list[float], macro_f1: float) -> bytes
 
 
 def learning_curves_png(rows: list[dict[str, Any]]) -> bytes:
-    """Loss and accuracy per epoch, train vs val, with the LR on a second axis: the run at a glance."""
-    epochs = [r for r in rows if "val/acc" in r or "train/acc" in r]
+    """Loss and accuracy per epoch, train vs val, with the LR on a second axis: the run at a glance.
+    Rows from an older run's metrics.csv (`train/loss_epoch`) are read under today's names."""
+    from clfops.tracking.metric_names import upgrade
+
+    epochs = [upgrade(r) for r in rows if "val/acc" in r or "train/acc" in r]
     x = [r["epoch"] + 1 for r in epochs]
     fig = Figure(figsize=(11, 4))
     FigureCanvasAgg(fig)
     ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, (train_key, val_key, title) in zip(
-        (ax_loss, ax_acc), (("train/loss_epoch", "val/loss", "loss"), ("train/acc", "val/acc", "accuracy")), strict=True
+        (ax_loss, ax_acc), (("train/loss", "val/loss", "loss"), ("train/acc", "val/acc", "accuracy")), strict=True
     ):
         for key, label, style in ((train_key, "train", "-o"), (val_key, "val", "-s")):
             points = [(xi, r[key]) for xi, r in zip(x, epochs, strict=True) if key in r]

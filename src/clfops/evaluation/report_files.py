@@ -29,9 +29,14 @@ def confident_mistakes(arrays: PredictionArrays, count: int) -> np.ndarray:
 
 
 def figures(
-    arrays: PredictionArrays, report: dict[str, Any], images: np.ndarray, grid: int
+    arrays: PredictionArrays,
+    report: dict[str, Any],
+    images: np.ndarray,
+    grid: int,
+    uncalibrated: PredictionArrays | None = None,
 ) -> tuple[dict[str, bytes], np.ndarray, list[dict[str, Any]]]:
-    """All PNGs of the report, plus the confusion matrix and the most-confused pairs they were drawn from."""
+    """All PNGs of the report, plus the confusion matrix and the most-confused pairs they were drawn from.
+    `uncalibrated`: the raw softmax's arrays, drawn beside the calibrated ones in the reliability diagram."""
     classes = list(report["classes"])
     cm = confusion(arrays, len(classes))
     mistakes = confident_mistakes(arrays, grid)
@@ -41,7 +46,15 @@ def figures(
             classes, [report["per_class"][c]["f1"] for c in classes], report["macro_avg"]["f1"]
         ),
         "confidence.png": plots.confidence_png(
-            arrays.confidence, arrays.correct, reliability_bins(arrays, report["ece_bins"]), report["ece"]
+            arrays.confidence,
+            arrays.correct,
+            reliability_bins(arrays, report["ece_bins"]),
+            report["ece"],
+            plots.Uncalibrated(
+                reliability_bins(uncalibrated, report["ece_bins"]), report["ece_uncalibrated"], report["temperature"]
+            )
+            if uncalibrated is not None
+            else None,
         ),
         "misclassified_examples.png": plots.misclassified_png(
             images[mistakes],
@@ -63,11 +76,12 @@ def write_outputs(
     config_yaml: str | None,
     grid: int,
     save_predictions: bool,
+    uncalibrated: PredictionArrays | None = None,
 ) -> list[Path]:
     """Write every output file; returns their paths (report.html last)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = list(report["classes"])
-    pngs, cm, pairs = figures(arrays, report, images, grid)
+    pngs, cm, pairs = figures(arrays, report, images, grid, uncalibrated)
     texts = {
         "classification_report.json": json.dumps(report, indent=2),
         "confusion_matrix.csv": _csv(

@@ -2,10 +2,12 @@
 
 Aliases only, any name MLflow accepts (MLflow's stages are deprecated); `production` must hold `staging` first.
 A gate is `metric OP number` (OP one of >= <= > < ==), evaluated on the metrics of the run that produced
-the version. Gates on `eval/*` use what `clfops evaluate --run-id ID --log-mlflow` logged; when a run has not
-been evaluated, the `test/*` metric training logged on the same test split stands in (`eval/accuracy` <-
-`test/acc`) and the output says so. Every decision is written to the version's tags (`promotion.<alias>` =
-passed | failed, and why), so the registry itself records who got promoted and on what evidence.
+the version, by the names of README.md's metric table; older names (`eval/accuracy`) are read as today's
+(`eval/acc`) on runs old and new (tracking/metric_names.py). Gates on `eval/*` use what `clfops evaluate
+--run-id ID --log-mlflow` logged; when a run has not been evaluated, the `test/*` metric training logged on
+the same test split stands in (`eval/acc` <- `test/acc`, and the other way round) and the output says so.
+Every decision is written to the version's tags (`promotion.<alias>` = passed | failed, and why), so the
+registry itself records who got promoted and on what evidence.
 """
 
 from __future__ import annotations
@@ -20,21 +22,14 @@ from typing import Any
 from clfops.errors import UserError
 from clfops.registry.model_logging import log_model
 from clfops.tracking import TrackingError
+from clfops.tracking.metric_names import canonical, documented, same_quantity, upgrade
 from clfops.tracking.registry import Registry, alias_problem
 
 log = logging.getLogger("clfops")
 
 _GATE = re.compile(r"^\s*([A-Za-z0-9_./-]+)\s*(>=|<=|==|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 _DECISION = re.compile(r"^promotion\.([\w-]+)$")  # promotion.<alias> = passed | failed (alias: MLflow's \w and -)
-# eval/* (clfops evaluate) -> the test/* metric training logged on the same test split.
-FALLBACK = {
-    "eval/accuracy": "test/acc",
-    "eval/log_loss": "test/loss",
-    "eval/macro_f1": "test/f1",
-    "eval/macro_precision": "test/precision",
-    "eval/macro_recall": "test/recall",
-}
-DEFAULT_COMPARE_METRIC = "eval/accuracy"
+DEFAULT_COMPARE_METRIC = "eval/acc"
 
 
 class PromotionError(UserError):
@@ -63,15 +58,17 @@ class Gate:
 def parse_gate(text: str) -> Gate:
     match = _GATE.match(text)
     if not match:
-        raise PromotionError(f"--gate {text!r}: expected METRIC(>=|<=|>|<|==)NUMBER, e.g. 'eval/accuracy>=0.90'")
+        raise PromotionError(f"--gate {text!r}: expected METRIC(>=|<=|>|<|==)NUMBER, e.g. 'eval/acc>=0.90'")
     return Gate(match[1], match[2], float(match[3]))
 
 
 def lookup(metrics: dict[str, float], name: str) -> tuple[str, float] | None:
-    """(name used, value) of `name`, or of its test/* stand-in; None when neither was logged."""
-    for candidate in (name, FALLBACK.get(name)):
-        if candidate and candidate in metrics:
-            return candidate, float(metrics[candidate])
+    """(name used, value) of `name`, or of its stand-in (eval/X <-> test/X); None when neither was logged.
+    Old and new names alike, on either side: both are read under today's names."""
+    current = upgrade(metrics)
+    for candidate in same_quantity(name):
+        if candidate in current:
+            return candidate, float(current[candidate])
     return None
 
 
@@ -103,18 +100,17 @@ def _gate_checks(gates: list[Gate], metrics: dict[str, float], run_id: str | Non
     checks = []
     for gate in gates:
         found = lookup(metrics, gate.metric)
-        evaluated = any(k.startswith("eval/") for k in metrics)
-        if found is None and run_id and (evaluated or not gate.metric.startswith("eval/")):
-            known = ", ".join([*sorted(k for k in metrics if k.startswith(("test/", "val/"))), "eval/accuracy"])
+        if found is None and run_id and not documented(gate.metric):  # a typo, not a metric still to be logged
+            known = ", ".join(sorted(k for k in upgrade(metrics) if k.startswith(("test/", "val/", "eval/"))))
             raise PromotionError(
-                f"--gate {gate}: run {run_id} has no metric {gate.metric!r}; gate on one it logged ({known}, ...)"
+                f"--gate {gate}: {gate.metric!r} is no metric clfops logs (README: Metrics); run {run_id} has {known}"
             )
         if found is None:
             hint = f"run `clfops evaluate --run-id {run_id} --log-mlflow` first" if run_id else "no run"
             checks.append((False, f"{gate.metric} not logged ({hint})"))
             continue
         used, value = found
-        note = "" if used == gate.metric else f" (from {used}: not evaluated yet)"
+        note = "" if used == canonical(gate.metric) else f" (from {used}: not evaluated yet)"
         checks.append((gate.holds(value), f"{gate.metric}={value:.4f} {gate.op} {gate.threshold:g}{note}"))
     return checks
 
@@ -128,18 +124,19 @@ def _compare_checks(
         return [(True, f"no {compare_to} version yet")]
     if str(current.version) == str(version.version):
         return [(True, f"version {version.version} already holds {compare_to}")]
-    theirs = _run_metrics(reg, current.run_id)
+    mine_all, theirs = upgrade(metrics), upgrade(_run_metrics(reg, current.run_id))
     targets = [(g.metric, g.higher_is_better) for g in gates if g.op != "=="] or [(DEFAULT_COMPARE_METRIC, True)]
     checks = []
     for metric, higher in targets:
-        # The same logged name on both sides, so that eval/* is never compared against a test/* stand-in.
-        names = [n for n in (metric, FALLBACK.get(metric)) if n and n in metrics and n in theirs]
+        # The same name on both sides, so that eval/* is never compared against a test/* stand-in.
+        names = [n for n in same_quantity(metric) if n in mine_all and n in theirs]
         if not names:
             checks.append((False, f"{metric} not logged for both this version and {compare_to} v{current.version}"))
             continue
-        mine, other = metrics[names[0]], theirs[names[0]]
+        mine, other = mine_all[names[0]], theirs[names[0]]
         beats = mine > other if higher else mine < other
-        checks.append((beats, f"{names[0]}={mine:.4f} vs {compare_to} v{current.version} {other:.4f}"))
+        shown = metric if names[0] == canonical(metric) else names[0]  # the user's own spelling where it fits
+        checks.append((beats, f"{shown}={mine:.4f} vs {compare_to} v{current.version} {other:.4f}"))
     return checks
 
 
@@ -329,8 +326,8 @@ def model_rows(uri: str | None, name: str) -> list[dict[str, str]]:
                 "version": str(mv.version),
                 "aliases": " ".join(sorted(by_version.get(str(mv.version), []))),
                 "run": (mv.run_id or "")[:8],
-                "accuracy": _metric_cell(metrics, "eval/accuracy"),
-                "macro F1": _metric_cell(metrics, "eval/macro_f1"),
+                "accuracy": _metric_cell(metrics, "eval/acc"),
+                "macro F1": _metric_cell(metrics, "eval/f1"),
                 "created": time.strftime("%m-%d %H:%M", time.localtime(mv.creation_timestamp / 1000)),
                 "promotion": " ".join(decisions),
             }

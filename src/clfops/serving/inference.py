@@ -11,7 +11,10 @@ Every consumer goes through here: training's validation (`Classifier.validation_
 2. memory format: channels_last (the net is converted to match), as training runs by default.
 3. test-time flip (`manifest.test_flip`): the mean of the logits of each image and of its mirror image.
 4. precision: bf16 autocast where asked ("bf16-mixed", as Lightning's validation), else fp32.
-5. probabilities: softmax in float64 of the float32 logits (what every report and table shows).
+5. calibration: the float32 logits divided by `manifest.temperature` (fitted on the validation split after
+   training, evaluation/calibration.py; 1.0 for old models). `InferenceModel` does it, so every consumer and
+   every export gets calibrated logits; the argmax, hence accuracy, is unchanged.
+6. probabilities: softmax in float64 of those logits (what every report and table shows).
 """
 
 from __future__ import annotations
@@ -93,16 +96,19 @@ class InputStep(nn.Module):
 
 
 class InferenceModel(nn.Module):
-    """`net` as it is served: uint8 (N, C, H, W) in, logits out (what an export such as ONNX traces)."""
+    """`net` as it is served: uint8 (N, C, H, W) in, calibrated float32 logits (raw logits / the manifest's
+    temperature) out: what an export such as ONNX traces, so its softmax is the calibrated one too."""
 
     def __init__(self, net: nn.Module, manifest: Manifest) -> None:
         super().__init__()
         self.step = InputStep.of(manifest)
         self.net = net.eval().to(memory_format=self.step.memory_format)
         self.manifest = manifest
+        self.temperature = float(manifest.temperature)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.step(self.net, images)
+        # float() first: under bf16 autocast the net's logits are bf16, and x / 1.0 is exact (old models unchanged)
+        return self.step(self.net, images).float() / self.temperature
 
 
 def check_precision(precision: str) -> None:
@@ -122,7 +128,7 @@ def _check_images(images: torch.Tensor, manifest: Manifest) -> None:
 def predict_logits(
     net: nn.Module, manifest: Manifest, images: torch.Tensor, batch_size: int = 256, precision: str = "32-true"
 ) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 logits (N, K), in batches of `batch_size`, under inference_mode.
+    """uint8 (N, C, H, W) -> float32 calibrated logits (N, K), in batches of `batch_size`, under inference_mode.
 
     `precision="bf16-mixed"` runs the net under bf16 autocast, as Lightning does in validation: 3-4x faster on a
     CPU with native bf16 (10k Fashion-MNIST test images with test-time flip: ~0.5 s vs ~1.8 s for fp32).
@@ -140,7 +146,8 @@ def predict_logits(
 
 
 def probabilities(logits: torch.Tensor) -> np.ndarray:
-    """Softmax over classes in float64: (N, K) logits -> (N, K) probabilities summing to 1."""
+    """Softmax over classes in float64: (N, K) logits (calibrated ones, from `InferenceModel`/`predict_logits`)
+    -> (N, K) probabilities summing to 1."""
     return torch.softmax(logits.detach().cpu().double(), dim=1).numpy()
 
 

@@ -42,6 +42,9 @@ class Manifest:
     data_sha256: str = ""
     run_id: str = ""
     test_flip: bool = False  # predictions average each image's logits with its mirror image's (augment.test_flip)
+    # Logits are divided by this before the softmax (evaluation/calibration.py, fitted on the validation split
+    # after training); 1.0: the raw softmax (model.calibrate=false, and manifests written before it existed).
+    temperature: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 

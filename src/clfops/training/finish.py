@@ -26,7 +26,7 @@ from clfops.training.recorder import EpochStats
 class Tested:
     """The best weights after fit: where they are, how they scored, how long fit and test took."""
 
-    metrics: dict[str, float]  # test/* (named like val/*) and eval/* (top-k, log-loss, ECE, per-class F1)
+    metrics: dict[str, float]  # test/* (README.md's metric table) and val/temperature
     best_val_acc: float | None  # the checkpoint's monitored score; None when the run never validated
     epochs: int
     processes: int
@@ -47,10 +47,13 @@ def test_and_save(ctx: RunContext, fitted: Fitted) -> Tested:
     if best:
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
     manifest = manifest_for(ctx, module)
-    model_dir = save_model(ctx.run_dir / "model", module.net, manifest)
     inference = "bf16-mixed" if str(trainer.precision).startswith("bf16") else "32-true"  # as validation ran
+    if ctx.cfg.model.calibrate:
+        manifest.temperature = fit_temperature_on_val(ctx, module, manifest, inference)
+    model_dir = save_model(ctx.run_dir / "model", module.net, manifest)
     with stage_bar(ctx.cfg.logging.progress, f"test {len(ctx.splits.test):,} images"):  # a terminal's test bar
         test = test_best(ctx, module, manifest, inference)
+    test["val/temperature"] = manifest.temperature
     fitted.logger.log_metrics(test, step=trainer.global_step)  # metrics.csv + MLflow + TensorBoard, like the rest
     fitted.logger.save(durable=True)
     return Tested(
@@ -66,9 +69,20 @@ def test_and_save(ctx: RunContext, fitted: Fitted) -> Tested:
     )
 
 
+def fit_temperature_on_val(ctx: RunContext, module: Classifier, manifest: Manifest, precision: str) -> float:
+    """The temperature that calibrates the best weights, fitted on the validation split's logits (the one
+    inference path, as validation ran; `manifest` still has temperature 1, so these are the raw logits)."""
+    from clfops.evaluation.calibration import fit_temperature
+    from clfops.serving.inference import predict_logits
+
+    val = ctx.splits.val
+    logits = predict_logits(module.net, manifest, val.x, ctx.cfg.data.eval_batch_size, precision)
+    return fit_temperature(logits, val.y)
+
+
 def test_best(ctx: RunContext, module: Classifier, manifest: Manifest, precision: str) -> dict[str, float]:
     """The best weights on the test set, through `clfops evaluate`'s own code: report files in RUN_DIR/eval,
-    and `test/*` (the same names as val/*) plus `eval/*` (top-k, log-loss, ECE, per-class F1) metrics.
+    and the `test/*` metrics (README.md's metric table; the same quantity names as val/* and eval/*).
     `precision` is the training's: bf16 autocast where validation ran in it (a 16-mixed GPU run tests in fp32)."""
     from clfops.evaluation.evaluate import Provenance, evaluate_net
 
@@ -85,13 +99,11 @@ def test_best(ctx: RunContext, module: Classifier, manifest: Manifest, precision
         precision=precision,
     )
     batch = ctx.cfg.data.eval_batch_size
-    result = evaluate_net(module.net, manifest, ctx.splits.test, run_dir / "eval", provenance, batch)
-    report = result.report
-    test = {"test/acc": report["accuracy"], "test/loss": report["log_loss"]}
-    test |= {f"test/{m}": report["macro_avg"][m] for m in ("precision", "recall", "f1")}
+    split, out = ctx.splits.test, run_dir / "eval"
+    result = evaluate_net(module.net, manifest, split, out, provenance, batch, metrics_prefix="test/")
     if tracker is not None:
         tracker.log_artifacts(run_dir / "eval", "eval")
-    return test | result.metrics
+    return dict(result.metrics)
 
 
 def data_split(name: str, test_split: str) -> str:

@@ -36,10 +36,10 @@ def _clock(seconds: float) -> str:
 
 
 def epoch_line(trainer: L.Trainer, epoch: int) -> str:
-    """`epoch 2/3  train/loss_epoch 0.41  train/acc 0.85  val/loss 0.44  val/acc 0.84  1,812 img/s  3.1s`."""
+    """`epoch 2/3  train/loss 0.41  train/acc 0.85  val/loss 0.44  val/acc 0.84  1,812 img/s  3.1s`."""
     m = trainer.callback_metrics
     parts = [f"epoch {epoch}/{trainer.max_epochs}"]
-    for key in ("train/loss_epoch", "train/acc", "val/loss", "val/acc"):
+    for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
         if key in m:
             parts.append(f"{key} {float(m[key]):.4f}")
     if "throughput_img_s" in m:  # training images only (recorder.EpochStats), as on the bar

@@ -57,12 +57,12 @@ def _summary_table(report: dict[str, Any]) -> str:
         ("Weighted precision / recall / F1", _prf(report["weighted_avg"])),
         ("Log-loss", f"{report['log_loss']:.4f}"),
         (f"Expected calibration error ({report['ece_bins']} bins)", f"{report['ece']:.4f}"),
-        ("Temperature (logits / T, fitted on the validation split)", f"{report['temperature']:.4f}"),
-        (
-            "Log-loss / ECE before calibration (T = 1)",
-            f"{report['log_loss_uncalibrated']:.4f} / {report['ece_uncalibrated']:.4f}",
-        ),
     ]
+    if "temperature" in report:  # reports written before calibration (clfops evaluate of an older run) lack it
+        rows.append(("Temperature (logits / T, fitted on the validation split)", f"{report['temperature']:.4f}"))
+    if "log_loss_uncalibrated" in report:
+        before = f"{report['log_loss_uncalibrated']:.4f} / {report['ece_uncalibrated']:.4f}"
+        rows.append(("Log-loss / ECE before calibration (T = 1)", before))
     body = "".join(f'<tr><td class="l">{escape(k)}</td><td>{escape(v)}</td></tr>' for k, v in rows)
     return f'<table id="summary"><tr><th class="l">Metric</th><th>Value</th></tr>{body}</table>'
 

@@ -58,7 +58,7 @@ def in_epoch_2(run_dir: Path) -> bool:
     """Epoch 1 is checkpointed and epoch 2 has logged a training step (metrics.csv is rewritten atomically)."""
     if not (run_dir / "checkpoints" / "last.ckpt").exists() or not (run_dir / "metrics.csv").exists():
         return False
-    return any(row["epoch"] == "1" and row.get("train/loss") for row in metric_rows(run_dir))
+    return any(row["epoch"] == "1" and row.get("train/loss_step") for row in metric_rows(run_dir))
 
 
 def start_and_kill(tmp_path: Path, sig: int) -> tuple[subprocess.Popen, Path]:
@@ -106,8 +106,10 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path, reference: dict, 
     client = MlflowClient(store)
     assert client.get_run(run_id).info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run_id, "val/acc")] == [36, 73, 110]  # no duplicate epoch
-    steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
+    steps = [m.step for m in client.get_metric_history(run_id, "train/loss_step")]
     assert len(steps) == len(set(steps)) == 11  # every 10th of 111 steps, each exactly once
+    epochs = [m.step for m in client.get_metric_history(run_id, "train/loss")]  # the epoch mean, once per epoch
+    assert len(epochs) == len(set(epochs)) == 3
 
 
 def test_atomic_write_keeps_old_file_when_rename_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

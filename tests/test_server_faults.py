@@ -151,7 +151,7 @@ def test_eight_concurrent_runs_store_every_point(
         assert _status(run_dir) == "FINISHED"
         assert SYNC_HINT not in (tmp_path / f"{run_dir.name}.log").read_text()  # never went offline
         local = csv_points(run_dir)
-        assert local["train/loss"] >= 7 and stored[run_id] == local, run_dir.name
+        assert local["train/loss_step"] >= 7 and stored[run_id] == local, run_dir.name
     client = MlflowClient(tracking_uri=server.url)
     experiment = client.get_experiment_by_name("concurrent")  # created once, by 8 racing processes
     found = client.search_runs([experiment.experiment_id], max_results=100)

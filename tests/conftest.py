@@ -153,3 +153,15 @@ def seaweed(tmp_path: Path) -> Iterator[dict[str, str]]:
         for port in ports:  # the local sockets it made in /tmp, named by port
             for sock in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
                 Path(sock).unlink(missing_ok=True)
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_env_restored() -> Iterator[None]:
+    """Each test starts from the environment the session started with: in-process train() calls set MLflow's
+    variables (tracking URI, HTTP credentials) in os.environ, and a later test's subprocess would inherit them."""
+    before = {k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "CLFOPS_"))}
+    yield
+    for key in [k for k in os.environ if k.startswith(("MLFLOW_", "CLFOPS_"))]:
+        if key not in before:
+            del os.environ[key]
+    os.environ.update(before)

@@ -253,8 +253,15 @@ class Tracker:
         self._guard("set_tags", self.client.log_batch, self.run_id, tags=items)
 
     def log_inputs(self, datasets: list[Any]) -> None:
-        """mlflow.entities.DatasetInput records (tracking/datasets.py builds them)."""
-        self._guard("log_inputs", self.client.log_inputs, self.run_id, datasets=datasets)
+        """mlflow.entities.DatasetInput records (tracking/datasets.py builds them). A failure here (a SQLite store
+        locked by concurrent runs, say) warns and leaves the tracker online: the dataset record is provenance,
+        and metrics and the final status must still reach the store."""
+        if self.offline:
+            return
+        try:
+            self.client.log_inputs(self.run_id, datasets=datasets)
+        except Exception as err:
+            log.warning(f"the data set was not recorded as an MLflow input: {first_line(err)}")
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric

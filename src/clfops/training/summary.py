@@ -48,7 +48,7 @@ class Timings:
     validation: float
     test: float  # best weights loaded, model files, test set + report
     pictures: float
-    model_log: float | None
+    model_log: float | None  # the pyfunc model, the ONNX export and model, the registry version: all of it
     total_in_process: float  # `train` start -> model logged; `startup` comes before it
 
 
@@ -84,7 +84,7 @@ class RunSummary:
 
     @classmethod
     def build(cls, ctx: RunContext, tested: Tested, model: ModelLog, offline: bool) -> RunSummary:
-        """`ctx.setup.clock` has lapped data, tracking_start, fit_and_test and pictures."""
+        """`ctx.setup.clock` has lapped data, tracking_start, fit_and_test, pictures and model_log."""
         clock, m = ctx.setup.clock, tested.metrics
         laps, total = clock.seconds, clock.at["fit_and_test"]  # total: `train` start -> tested and saved
         timings = Timings(
@@ -95,8 +95,8 @@ class RunSummary:
             validation=tested.validation_seconds,
             test=tested.test_seconds,
             pictures=laps["pictures"],
-            model_log=model.seconds,
-            total_in_process=round(total + laps["pictures"] + (model.seconds or 0.0), 3),
+            model_log=laps["model_log"] if model.seconds is not None else None,
+            total_in_process=round(clock.at["model_log"], 3),
         )
         splits = ctx.splits
         return cls(

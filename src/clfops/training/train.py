@@ -78,6 +78,7 @@ def train(
             write_pictures(ctx)
             clock.lap("pictures")
             model = _log_model(ctx, tested)
+            clock.lap("model_log")
             summary = RunSummary.build(ctx, tested, model, offline=_flushed_offline(ctx.tracker))
             summary.write()
             if ctx.tracker is not None:

@@ -141,7 +141,8 @@ def _multirun(overrides: list[str], show_cfg: str | None) -> None:
     from pathlib import Path
 
     from clfops.config import ConfigError, expand_grid
-    from clfops.tuning.compare import grid_variants, print_table, run_grid
+    from clfops.tuning.compare import grid_variants, run_grid
+    from clfops.tuning.report import print_table
 
     if show_cfg or any(o.startswith("optimizer.lr=auto") for o in overrides):
         raise ConfigError("-m: --cfg and optimizer.lr=auto work on one run; leave out -m")

@@ -103,7 +103,8 @@ def compare(
         raise UserError("compare: --runs builds a table of existing runs; leave out --group and --vary")
     if not from_runs and (not group or not vary):
         raise UserError("compare: give --group NAME and --vary KEY=V1,V2,... (or --runs ID ID...)")
-    from clfops.tuning.compare import compare_runs, print_table, run_study
+    from clfops.tuning.compare import compare_runs, run_study
+    from clfops.tuning.report import print_table
 
     if from_runs:
         folder = Path(out) if out else Path("studies") / f"runs-{time.strftime('%Y%m%d-%H%M%S')}"

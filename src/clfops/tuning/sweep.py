@@ -24,9 +24,9 @@ from clfops import config as C
 from clfops.safe_files import atomic_write_text
 from clfops.tracking.redact import redact_uri
 from clfops.tuning import TuningError
-from clfops.tuning.compare import StudyMember, quiet_console, slug, study_experiment, unique_run_name
 from clfops.tuning.search_space import Param, first_values, format_value, load_space, override_key, suggest
 from clfops.tuning.storage import open_storage, storage_url
+from clfops.tuning.study import StudyMember, quiet_console, slug, study_experiment, unique_run_name
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 PARENT_ATTR, URI_ATTR = "clfops.parent_run_id", "clfops.tracking_uri"

@@ -96,7 +96,7 @@ def train(show_cfg: str | None, resolve: bool, show_info: bool, multirun: bool, 
         _multirun(list(overrides), show_cfg)
         return
     if "optimizer.lr=auto" in overrides:  # an LR range test first; the choice is recorded as tuning.lr_found
-        from clfops.tuning.finders import resolve_lr_auto
+        from clfops.tuning.lr_find import resolve_lr_auto
 
         overrides, lr = resolve_lr_auto(list(overrides))
         click.echo(f"optimizer.lr=auto -> {lr:g} (LR range test)")

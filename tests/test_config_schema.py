@@ -1,10 +1,11 @@
 """Every config key is typed and range-checked; bad input gives one line, exit 2, and creates nothing.
 
-The generated cases come from clfops.schema itself: for every leaf of the composed default config and of each
-group option, a value of the wrong type and (where the field declares a range or choices) one outside it. A
-key added later is covered as soon as it has a schema field, and a key without one fails
-`test_every_leaf_key_has_a_schema_field`. In-process (compose once per option, then `config.override`), so
-the hundreds of cases take seconds; a handful go through the real CLI to check exit code, output and files.
+The generated cases come from the schema itself (clfops.config: schema.py, groups.py): for every leaf of the
+composed default config and of each group option, a value of the wrong type and (where the field declares a
+range or choices) one outside it. A key added later is covered as soon as it has a schema field, and a key
+without one fails `test_every_leaf_key_has_a_schema_field`. In-process (compose once per option, then
+`config.override`), so the hundreds of cases take seconds; a handful go through the real CLI to check exit code,
+output and files.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from clfops import config as C
-from clfops.schema import SCHEMAS, field_meta
+from clfops.config.fields import field_meta
+from clfops.config.schema import SCHEMAS
 from conftest import TINY, run_cli
 
 # Group options that need a value the defaults leave open.
@@ -124,7 +126,7 @@ def test_every_leaf_key_has_a_schema_field() -> None:
             declared = dataclasses.is_dataclass(kind) and name in {f.name for f in dataclasses.fields(kind)}
             if not declared:
                 unchecked.append(f"{option or 'default'}: {key}")
-    assert not unchecked, f"keys without a schema field (src/clfops/schema.py): {unchecked}"
+    assert not unchecked, f"keys without a schema field (src/clfops/config/schema.py, groups.py): {unchecked}"
 
 
 def test_every_schema_is_named_by_a_yaml_file() -> None:

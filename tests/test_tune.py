@@ -11,14 +11,8 @@ import pytest
 from clfops import config as C
 from clfops.tracking import client
 from clfops.tuning import TuningError
-from clfops.tuning.finders import (
-    batch_size_find,
-    lr_find,
-    pick_batch_size,
-    resolve_lr_auto,
-    suggest_lr,
-    write_batch_size,
-)
+from clfops.tuning.batch_size_find import batch_size_find, pick_batch_size, write_batch_size
+from clfops.tuning.lr_find import lr_find, resolve_lr_auto, suggest_lr
 from conftest import run_cli
 
 SMALL = ["data.train_limit=400", "data.batch_size=64", "trainer.precision=32-true"]

@@ -44,7 +44,7 @@ def train(overrides: list[str] | None = None, *, config_dir: str | Path | None =
 
     given = list(overrides or [])
     if "optimizer.lr=auto" in given:  # as the CLI: an LR range test picks the value first
-        from clfops.tuning.finders import resolve_lr_auto
+        from clfops.tuning.lr_find import resolve_lr_auto
 
         given, _ = resolve_lr_auto(given)
     dirs = _config_dirs(config_dir)

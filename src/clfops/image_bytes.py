@@ -6,7 +6,9 @@ handling (16-bit scaled, transparency composited on white, palette/CMYK/YCbCr to
 model's channels, then a bilinear resize to the model's size.
 
 This file imports only numpy and Pillow, never clfops: the ONNX model logs it as its code (MLflow `code_paths`)
-and imports it as the top-level module `image_bytes` where neither clfops nor torch is installed.
+and imports it as the top-level module `image_bytes` where neither clfops nor torch is installed. Its own path,
+`clfops.image_bytes`, is fixed too: every torch pyfunc model already logged carries a serving/pyfunc_model.py that
+imports it by that name, and in a process that imported a newer clfops first that name resolves here.
 
 Over REST an image travels as base64 text (`{"inputs": {"image": ["<base64>", ...]}}` or
 `{"dataframe_split": {"columns": ["image"], "data": [["<base64>"], ...]}}`); `encoded_images` finds such a column

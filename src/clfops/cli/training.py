@@ -96,7 +96,7 @@ def train(show_cfg: str | None, resolve: bool, show_info: bool, multirun: bool, 
         _multirun(list(overrides), show_cfg)
         return
     if "optimizer.lr=auto" in overrides:  # an LR range test first; the choice is recorded as tuning.lr_found
-        from clfops.tuning.finders import resolve_lr_auto
+        from clfops.tuning.lr_find import resolve_lr_auto
 
         overrides, lr = resolve_lr_auto(list(overrides))
         click.echo(f"optimizer.lr=auto -> {lr:g} (LR range test)")
@@ -141,7 +141,8 @@ def _multirun(overrides: list[str], show_cfg: str | None) -> None:
     from pathlib import Path
 
     from clfops.config import ConfigError, expand_grid
-    from clfops.tuning.compare import grid_variants, print_table, run_grid
+    from clfops.tuning.compare import grid_variants, run_grid
+    from clfops.tuning.report import print_table
 
     if show_cfg or any(o.startswith("optimizer.lr=auto") for o in overrides):
         raise ConfigError("-m: --cfg and optimizer.lr=auto work on one run; leave out -m")

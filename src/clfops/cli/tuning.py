@@ -25,8 +25,8 @@ def lr_find(overrides: tuple[str, ...], min_lr: float, max_lr: float, steps: int
 
     from clfops.config import compose
     from clfops.tuning import TuningError
-    from clfops.tuning.finders import log_lr_find, write_lr_find
-    from clfops.tuning.finders import lr_find as run_lr_find
+    from clfops.tuning.lr_find import log_lr_find, write_lr_find
+    from clfops.tuning.lr_find import lr_find as run_lr_find
 
     cfg = compose("train", list(overrides))
     with tempfile.TemporaryDirectory(prefix="clfops-lr-find-") as tmp:
@@ -57,7 +57,7 @@ def batch_size_find(overrides: tuple[str, ...], sizes: str, steps: int, warmup: 
 
     from clfops.config import compose
     from clfops.tuning import TuningError
-    from clfops.tuning.finders import batch_size_find, pick_batch_size, print_batch_sizes, write_batch_size
+    from clfops.tuning.batch_size_find import batch_size_find, pick_batch_size, print_batch_sizes, write_batch_size
 
     try:
         size_list = [int(v) for v in sizes.split(",") if v.strip()]
@@ -103,7 +103,8 @@ def compare(
         raise UserError("compare: --runs builds a table of existing runs; leave out --group and --vary")
     if not from_runs and (not group or not vary):
         raise UserError("compare: give --group NAME and --vary KEY=V1,V2,... (or --runs ID ID...)")
-    from clfops.tuning.compare import compare_runs, print_table, run_study
+    from clfops.tuning.compare import compare_runs, run_study
+    from clfops.tuning.report import print_table
 
     if from_runs:
         folder = Path(out) if out else Path("studies") / f"runs-{time.strftime('%Y%m%d-%H%M%S')}"

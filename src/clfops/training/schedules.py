@@ -32,7 +32,7 @@ log = logging.getLogger("clfops")
 
 @dataclass
 class OptimizerSettings:
-    """configs/optimizer/<name>.yaml as given (types: clfops.schema); keys the optimizer lacks are None."""
+    """configs/optimizer/<name>.yaml as given (types: clfops.config.groups); keys the optimizer lacks are None."""
 
     name: str
     lr: float
@@ -45,7 +45,7 @@ class OptimizerSettings:
 
 @dataclass
 class SchedulerSettings:
-    """configs/scheduler/<name>.yaml as given (types: clfops.schema); keys the schedule lacks are None."""
+    """configs/scheduler/<name>.yaml as given (types: clfops.config.groups); keys the schedule lacks are None."""
 
     name: str
     warmup_epochs: int | None = None

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from clfops.config.checks import ConfigError, check_missing, check_train_limits, first_line, validate_ranges
 from clfops.config.fields import expected_type, show
 from clfops.config.folders import group_choices, user_config_dirs
+from clfops.config.recipe import resolve_recipe
 
 PACKAGE = "clfops.configs"  # the packaged configs, as Hydra's pkg:// search path names them
 HYDRA_HINT = (
@@ -88,6 +89,7 @@ def compose(name: str, overrides: list[str], config_dirs: list[Path] | None = No
     check_missing(cfg)
     validate_ranges(cfg)
     if name == "train":
+        resolve_recipe(cfg, overrides)  # `recipe: auto` -> this machine's recipe, written into cfg
         check_train_limits(cfg)
     return cfg
 

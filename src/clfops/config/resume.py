@@ -22,6 +22,10 @@ def resume_config(saved: dict[str, Any], overrides: list[str]) -> DictConfig:
             continue
         if key in groups:
             raise ConfigError(f"{key}: cannot switch config group when resuming (start a new run instead)")
+        if key == "recipe" and item.split("=", 1)[1] != str(base.get("recipe")):  # its keys shaped the weights
+            raise ConfigError(
+                f"recipe: the run trains recipe {base.get('recipe')}; a resume keeps it (start a new run)"
+            )
         try:
             patch = OmegaConf.from_dotlist([item.lstrip("+")])
             OmegaConf.set_struct(merged, True)

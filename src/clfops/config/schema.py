@@ -85,6 +85,7 @@ class TrainSchema:
     augment: Any = MISSING
     data: Any = MISSING
     trainer: Any = MISSING
+    recipe: str = spec(choices=("auto", "fp32", "bf16"))
     seed: int = spec(min=0)
     deterministic: bool = spec()
     resume: str | None = spec()

@@ -62,6 +62,8 @@ class RunSummary:
     test_top3_acc: float
     test_ece: float
     best_val_acc: float | None  # None when the run never validated (data.val_fraction=0)
+    recipe: str | None  # fp32 or bf16: the defaults for this machine's arithmetic (config/recipe.py); None:
+    # a run resumed from a config written before recipes existed
     epochs: int
     processes: int
     train_seconds: float  # `trainer.fit` wall time, validation included
@@ -108,6 +110,7 @@ class RunSummary:
             test_top3_acc=m["test/top3_acc"],
             test_ece=m["test/ece"],
             best_val_acc=tested.best_val_acc,
+            recipe=ctx.cfg.get("recipe"),
             epochs=tested.epochs,
             processes=tested.processes,
             train_seconds=tested.train_seconds,

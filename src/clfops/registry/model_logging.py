@@ -142,7 +142,9 @@ def log_onnx_model(uri: str | None, run_id: str, onnx_file: Path, classes: list[
     return f"models:/{info.model_id}"
 
 
-def export_and_log_onnx(uri: str | None, run_id: str, model_dir: Path, input_example: Any) -> str:
+def export_and_log_onnx(
+    uri: str | None, run_id: str, model_dir: Path, input_example: Any, exported: Path | None = None
+) -> str:
     """Export the run's saved model (model_dir) to ONNX and log it (log_onnx_model); returns its models:/ URI.
 
     The export is checked against torch on `input_example` (training's 2 test images: the full test-set check is
@@ -155,7 +157,7 @@ def export_and_log_onnx(uri: str | None, run_id: str, model_dir: Path, input_exa
     from clfops.serving.saved_model import load_model
 
     net, manifest = load_model(model_dir)
-    onnx_file = export_to_temp(net, manifest)
+    onnx_file = exported or export_to_temp(net, manifest)  # `exported`: ExportInBackground's file
     try:
         if input_example is not None:
             check = agreement(onnx_file, net, manifest, np.asarray(input_example))

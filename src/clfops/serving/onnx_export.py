@@ -187,9 +187,11 @@ class ExportInBackground:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.communicate()
+            self._cleanup()
             raise RuntimeError(f"the export took over {timeout_s:.0f} s") from None
         if self._proc.returncode != 0 or not self.file.exists():
             lines = [ln for ln in (err or "").splitlines() if ln.strip()]
+            self._cleanup()  # a failed export leaves nothing behind
             raise RuntimeError(lines[-1] if lines else f"the exporter exited with {self._proc.returncode}")
         self._cleanup.detach()  # the caller owns the folder now
         return self.file

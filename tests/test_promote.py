@@ -9,7 +9,8 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from clfops.registry.promote import PromotionError, parse_gate, promote, register
+from clfops.registry.promote import PromotionError, parse_gate, promote
+from clfops.registry.register import register
 from conftest import run_cli
 from test_model_logging import reference_predictions, sample_images, shared_run, use_store
 from test_predict import invoke

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clfops.registry.promote import promote, register
+from clfops.registry.promote import promote
+from clfops.registry.register import register
 from test_model_logging import reference_predictions, sample_images, shared_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]  # real subprocesses: a training run / a model server

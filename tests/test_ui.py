@@ -18,7 +18,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from clfops.tracking.store import Tracker
+from clfops.tracking.tracker import Tracker
 from conftest import CLFOPS, free_port
 
 

@@ -23,7 +23,7 @@ from clfops.cli.base import STORE_HELP, friendly, main
 @friendly
 def register(run_id: str, name: str, flavor: str, tracking_uri: str | None) -> None:
     """Register a run's model as a new version of NAME (tags: test_acc, data_sha256, git_commit, clfops.flavor)."""
-    from clfops.registry.promote import register as register_version
+    from clfops.registry.register import register as register_version
 
     mv = register_version(tracking_uri, run_id, name, flavor)
     click.echo(f"registered {name} version {mv.version} ({flavor}) from run {run_id}: models:/{name}/{mv.version}")

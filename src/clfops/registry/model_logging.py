@@ -10,6 +10,7 @@ schema cannot express, and check their input themselves (a bad request is HTTP 4
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,6 @@ def _source_file(module: str) -> Path:
     return Path(spec.origin)
 
 
-def _pyfunc_model_file() -> Path:
-    return _source_file("clfops.serving.pyfunc_model")
-
-
 def model_signature(classes: list[str]) -> Any:
     """Named outputs and the batch_size parameter; no input schema (see the module docstring)."""
     from mlflow.models import ModelSignature
@@ -57,89 +54,114 @@ def model_signature(classes: list[str]) -> Any:
     return ModelSignature(inputs=None, outputs=outputs, params=params)
 
 
+@dataclass(frozen=True)
+class PyfuncFromCode:
+    """One pyfunc model logged from code: the torch model and the ONNX model differ only in these."""
+
+    name: str  # the logged model's name in its run (MODEL_NAME, ONNX_MODEL_NAME)
+    what: str  # how the error message names it
+    python_model: Path  # the file MLflow logs as the model (serving/pyfunc_model.py, serving/onnx_pyfunc.py)
+    artifacts: dict[str, str]
+    code_paths: list[str]
+    requirements: tuple[str, ...]
+    tags: dict[str, str]
+    model_config: dict[str, Any] | None = None  # the keys load_model(..., model_config=...) may set
+
+
 def log_model(uri: str | None, run_id: str, model_dir: Path, input_example: Any, torch_net: Any = None) -> str:
     """Log `model_dir` (model.safetensors + manifest.json) as a pyfunc model from code; returns its models:/ URI.
 
     `input_example`: uint8 (N, C, H, W) real images (2 are enough). `torch_net` also logs mlflow.pytorch.
     """
-    with fluent_store(uri) as store:
-        return _log_model(store, run_id, model_dir, input_example, torch_net)
-
-
-def _log_model(uri: str, run_id: str, model_dir: Path, input_example: Any, torch_net: Any) -> str:
-    import mlflow
-    from mlflow.models import Model
-
     from clfops.serving.saved_model import MANIFEST, WEIGHTS, read_manifest
 
     manifest = read_manifest(model_dir)
-    tags = {"clfops.classes": ",".join(manifest.classes)[:5000], "clfops.weights_sha256": manifest.sha256}
-    try:
-        # Created explicitly in the run's experiment: left to itself MLflow files it under the fluent
-        # API's current experiment (Default), away from the run it belongs to.
-        experiment_id = client(uri).get_run(run_id).info.experiment_id
-        logged = mlflow.initialize_logged_model(MODEL_NAME, run_id, tags, experiment_id=experiment_id)
-        info = Model.log(
-            artifact_path=None,
-            name=MODEL_NAME,
-            flavor=mlflow.pyfunc,
-            run_id=run_id,
-            model_id=logged.model_id,
-            python_model=str(_pyfunc_model_file()),
-            artifacts={"weights": str(model_dir / WEIGHTS), "manifest": str(model_dir / MANIFEST)},
-            signature=model_signature(manifest.classes),
-            input_example=input_example,
-            pip_requirements=_pip_requirements(),
-            code_paths=[str(_source_file("clfops").parent)],  # the model's code: clfops itself
-            # Declared so that load_model(..., model_config={"expected_classes": [...]}) may set it.
-            model_config={"expected_classes": None},
-        )
+    model = PyfuncFromCode(
+        name=MODEL_NAME,
+        what="model",
+        python_model=_source_file("clfops.serving.pyfunc_model"),
+        artifacts={"weights": str(model_dir / WEIGHTS), "manifest": str(model_dir / MANIFEST)},
+        code_paths=[str(_source_file("clfops").parent)],  # the model's code: clfops itself
+        requirements=TORCH_REQUIREMENTS,
+        tags={"clfops.classes": ",".join(manifest.classes)[:5000], "clfops.weights_sha256": manifest.sha256},
+        model_config={"expected_classes": None},  # load_model(..., model_config={"expected_classes": [...]})
+    )
+    with fluent_store(uri) as store:
+        model_uri = _log_pyfunc(store, run_id, model, manifest.classes, input_example)
         if torch_net is not None:  # pickle-based: only for users who ask for mlflow.pytorch.load_model
-            torch_logged = mlflow.initialize_logged_model(TORCH_MODEL_NAME, run_id, experiment_id=experiment_id)
-            Model.log(
-                artifact_path=None,
-                name=TORCH_MODEL_NAME,
-                flavor=mlflow.pytorch,
-                run_id=run_id,
-                model_id=torch_logged.model_id,
-                pytorch_model=torch_net,
-                serialization_format="pickle",  # MLflow 3's default, pt2, needs a traced example input
-                pip_requirements=_pip_requirements(),
-            )
-    except Exception as err:
-        raise TrackingError(f"cannot log the model of run {run_id}: {first_line(err)}") from None
-    return f"models:/{info.model_id}"
+            _log_torch_flavor(store, run_id, torch_net)
+    return model_uri
 
 
 def log_onnx_model(uri: str | None, run_id: str, onnx_file: Path, classes: list[str], input_example: Any) -> str:
     """Log `onnx_file` (from serving/onnx_export.py) as the torch-free pyfunc model ONNX_MODEL_NAME of the run:
     serving/onnx_pyfunc.py as its code, clfops/image_bytes.py beside it, requirements onnxruntime, numpy,
     Pillow, mlflow. Returns its models:/ URI."""
+    model = PyfuncFromCode(
+        name=ONNX_MODEL_NAME,
+        what="ONNX model",
+        python_model=_source_file("clfops.serving.onnx_pyfunc"),
+        artifacts={"onnx": str(onnx_file)},
+        code_paths=[str(_source_file("clfops.image_bytes"))],
+        requirements=ONNX_REQUIREMENTS,
+        tags={"clfops.flavor": "onnx"},
+    )
+    with fluent_store(uri) as store:
+        return _log_pyfunc(store, run_id, model, classes, input_example)
+
+
+def _log_pyfunc(store: str, run_id: str, model: PyfuncFromCode, classes: list[str], input_example: Any) -> str:
+    """Log `model` into run `run_id` of `store` (inside fluent_store); returns its models:/ URI."""
     import mlflow
     from mlflow.models import Model
 
-    with fluent_store(uri) as store:
-        try:
-            experiment_id = client(store).get_run(run_id).info.experiment_id
-            logged = mlflow.initialize_logged_model(
-                ONNX_MODEL_NAME, run_id, {"clfops.flavor": "onnx"}, experiment_id=experiment_id
-            )
-            info = Model.log(
-                artifact_path=None,
-                name=ONNX_MODEL_NAME,
-                flavor=mlflow.pyfunc,
-                run_id=run_id,
-                model_id=logged.model_id,
-                python_model=str(_source_file("clfops.serving.onnx_pyfunc")),
-                artifacts={"onnx": str(onnx_file)},
-                code_paths=[str(_source_file("clfops.image_bytes"))],
-                signature=model_signature(classes),
-                input_example=input_example,
-                pip_requirements=_pip_requirements(ONNX_REQUIREMENTS),
-            )
-        except Exception as err:
-            raise TrackingError(f"cannot log the ONNX model of run {run_id}: {first_line(err)}") from None
+    try:
+        info = Model.log(
+            artifact_path=None,
+            name=model.name,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            model_id=_new_logged_model(store, run_id, model.name, model.tags),
+            python_model=str(model.python_model),
+            artifacts=model.artifacts,
+            code_paths=model.code_paths,
+            signature=model_signature(classes),
+            input_example=input_example,
+            pip_requirements=_pip_requirements(model.requirements),
+            model_config=model.model_config,
+        )
+    except Exception as err:
+        raise TrackingError(f"cannot log the {model.what} of run {run_id}: {first_line(err)}") from None
     return f"models:/{info.model_id}"
+
+
+def _log_torch_flavor(store: str, run_id: str, torch_net: Any) -> None:
+    """The mlflow.pytorch model TORCH_MODEL_NAME beside the pyfunc one (a pickle: only on request)."""
+    import mlflow
+    from mlflow.models import Model
+
+    try:
+        Model.log(
+            artifact_path=None,
+            name=TORCH_MODEL_NAME,
+            flavor=mlflow.pytorch,
+            run_id=run_id,
+            model_id=_new_logged_model(store, run_id, TORCH_MODEL_NAME),
+            pytorch_model=torch_net,
+            serialization_format="pickle",  # MLflow 3's default, pt2, needs a traced example input
+            pip_requirements=_pip_requirements(),
+        )
+    except Exception as err:
+        raise TrackingError(f"cannot log the model of run {run_id}: {first_line(err)}") from None
+
+
+def _new_logged_model(store: str, run_id: str, name: str, tags: dict[str, str] | None = None) -> str:
+    """A logged model `name` of run `run_id`, created explicitly in the run's experiment (left to itself MLflow
+    files it under the fluent API's current experiment, Default, away from the run it belongs to); its id."""
+    import mlflow
+
+    experiment_id = client(store).get_run(run_id).info.experiment_id
+    return mlflow.initialize_logged_model(name, run_id, tags, experiment_id=experiment_id).model_id
 
 
 def export_and_log_onnx(

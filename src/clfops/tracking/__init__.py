@@ -1,6 +1,7 @@
 """Every MLflow tracking call clfops makes lives in this package; this module only re-exports.
 
-- store.py: the store (URI, reachability, SQLite setup under a lock), `Tracker` (one MLflow run)
+- store.py: the store (URI, reachability, SQLite setup under a lock), TrackingError
+- tracker.py: `Tracker`, one MLflow run (params, tags, async metrics, artifacts, status; offline on a lost server)
 - artifacts.py: finding runs, downloading their artifacts and models, logging evaluations
 - registry.py: the model registry and logged models (versions, aliases, a run's model)
 - studies.py: parent/child runs of compare and sweep
@@ -13,8 +14,9 @@ Model logging and promotion live in `clfops.registry`.
 """
 
 from clfops.tracking.artifacts import RunRef, download_model, download_run_artifact, find_run, log_evaluation
-from clfops.tracking.store import DEFAULT_URI, STATUSES, Tracker, TrackingError, client, resolve_uri, run_dir_lookup
+from clfops.tracking.store import DEFAULT_URI, TrackingError, client, resolve_uri, run_dir_lookup
 from clfops.tracking.studies import PARENT_TAG, RunHistory, child_run_ids, end_pruned, run_histories, set_run_tags
+from clfops.tracking.tracker import STATUSES, Tracker
 
 __all__ = [
     "DEFAULT_URI",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from clfops.tracking.store import Tracker
+from clfops.tracking.tracker import Tracker
 
 CONTEXT = "training"  # the mlflow.data.context input tag: what the run did with the data
 DIGEST_CHARS = 32

@@ -16,7 +16,8 @@ from clfops import config as C
 from clfops.tracking import rundirs as runs
 from clfops.tracking.redact import redact_uri
 from clfops.tracking.rundirs import read_metrics
-from clfops.tracking.store import STATUSES, Tracker, TrackingError, same_store
+from clfops.tracking.store import TrackingError, same_store
+from clfops.tracking.tracker import STATUSES, Tracker
 
 RUN_FILES = (
     "config.yaml",

@@ -31,7 +31,7 @@ class ModelLog:
 
     @classmethod
     def from_registry(cls, out: dict[str, Any]) -> ModelLog:
-        """`registry.promote.log_run_model`'s dict: {} when nothing was logged (offline, or a warned failure)."""
+        """`registry.register.log_run_model`'s dict: {} when nothing was logged (offline, or a warned failure)."""
         return cls(
             out.get("model_uri"), out.get("model_log_seconds"), out.get("model_version"), out.get("onnx_model_uri")
         )

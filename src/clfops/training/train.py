@@ -184,7 +184,7 @@ def _log_model(ctx: RunContext, tested: Tested) -> ModelLog:
     """The safe pyfunc model in the MLflow run (~0.5 s), and a registry version when `register_as` is set."""
     if ctx.tracker is None or not ctx.cfg.tracking.log_model:
         return ModelLog()
-    from clfops.registry.promote import log_run_model
+    from clfops.registry.register import log_run_model
 
     example = ctx.splits.test.x[:2].numpy()  # two real images: the model's input example
     torch_flavor, register_as = bool(ctx.cfg.tracking.log_torch_flavor), ctx.cfg.tracking.register_as

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,6 +81,49 @@ def compose(tmp_path: Path, store: str):
         return C.compose("train", [*base, *(TINY if tiny else []), *overrides])
 
     return _compose
+
+
+SHARED_RUN_MODEL = "auto-registered"  # tracking.register_as of the shared run
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One tiny trained model per test session, logging the pyfunc, torch and ONNX models and registered as
+    SHARED_RUN_MODEL: its summary plus `store`. The model tests (logging, ONNX, predict, promote, serving) reuse
+    it read-only, each registering under its own model name, so that they do not each pay for a training run."""
+    from clfops.training.train import train
+
+    root = tmp_path_factory.getbasetemp() / "shared-registry-run"
+    done = root / "shared.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    root.mkdir(exist_ok=True)
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    old = Path.cwd()
+    os.chdir(root)  # MLflow puts a SQLite store's artifacts under ./mlruns of the working directory
+    try:
+        flavors = [
+            "tracking.log_torch_flavor=true",
+            "tracking.log_onnx=true",
+            f"tracking.register_as={SHARED_RUN_MODEL}",
+        ]
+        overrides = [f"run.root={root / 'runs'}", f"tracking.uri={store}", *TINY, *flavors]
+        summary = train(C.compose("train", overrides))
+    finally:
+        os.chdir(old)
+    summary["store"] = store
+    done.write_text(json.dumps(summary))
+    return summary
+
+
+@pytest.fixture
+def shared_run_store(shared_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fluent MLflow calls (pyfunc.load_model on runs:/ or models:/ URIs, create_model_version) read the shared
+    run's store from the environment. A module asks for it with pytest.mark.usefixtures("shared_run_store")."""
+    from mlflow.tracking._tracking_service import utils
+
+    monkeypatch.setattr(utils, "_tracking_uri", None)  # a URI set in-process would take precedence
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", shared_run["store"])
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300):

@@ -16,14 +16,9 @@ from clfops.serving.predict import PredictError, expand_sources, predict_sources
 from clfops.serving.resolve import ModelRef, ModelRefError, resolve_model
 from clfops.serving.saved_model import load_model
 from conftest import run_cli
-from test_model_logging import reference_predictions, sample_images, shared_run
+from test_model_logging import reference_predictions, sample_images
 
 N_PNG = 24
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return shared_run(tmp_path_factory)
 
 
 def write_idx(path: Path, images: np.ndarray) -> None:
@@ -53,15 +48,15 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_folder_and_idx_predictions_match_the_in_memory_net(run: dict[str, Any], inputs: dict[str, Any]) -> None:
-    net, manifest = load_model(Path(run["model_dir"]))
+def test_folder_and_idx_predictions_match_the_in_memory_net(shared_run: dict[str, Any], inputs: dict[str, Any]) -> None:
+    net, manifest = load_model(Path(shared_run["model_dir"]))
     assert manifest.test_flip  # the default recipe: predictions average each image with its mirror image
     idx = inputs["root"] / "extra-images-idx3-ubyte.gz"
     pred = predict_sources(net, manifest, [str(inputs["folder"]), str(idx)], batch_size=7)
     assert len(pred.names) == N_PNG + 40 and not pred.failed
     assert pred.names[-1] == f"{idx}[39]"
     by_name = dict(zip(pred.names, pred.probs.argmax(1), strict=True))
-    expected = reference_predictions(run["model_dir"], inputs["images"])
+    expected = reference_predictions(shared_run["model_dir"], inputs["images"])
     for i in range(N_PNG):
         where = inputs["folder"] / "nested" if i % 4 == 0 else inputs["folder"]
         assert by_name[str(where / f"img{i:03d}.png")] == expected[i]
@@ -70,18 +65,18 @@ def test_folder_and_idx_predictions_match_the_in_memory_net(run: dict[str, Any],
 
 
 @pytest.mark.slow
-def test_every_model_source_gives_the_same_answer(run: dict[str, Any], inputs: dict[str, Any]) -> None:
+def test_every_model_source_gives_the_same_answer(shared_run: dict[str, Any], inputs: dict[str, Any]) -> None:
     sources = [str(inputs["folder"])]
-    ckpt = Path(run["best_checkpoint"])
+    ckpt = Path(shared_run["best_checkpoint"])
     results = []
     for kwargs in (
-        {"run_dir": run["run_dir"]},
+        {"run_dir": shared_run["run_dir"]},
         {"checkpoint": str(ckpt)},
-        {"run_id": run["run_id"]},
-        {"model_uri": run["model_uri"]},
+        {"run_id": shared_run["run_id"]},
+        {"model_uri": shared_run["model_uri"]},
     ):
         args = {"model_uri": None, "run_id": None, "checkpoint": None, "run_dir": None, **kwargs}
-        model = resolve_model(ModelRef.from_options(**args), run["store"])
+        model = resolve_model(ModelRef.from_options(**args), shared_run["store"])
         results.append(predict_sources(model.net, model.manifest, sources).probs)
     for other in results[1:]:
         assert np.allclose(results[0], other, atol=1e-6)
@@ -98,19 +93,21 @@ def test_expand_sources_rules(inputs: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
-def test_cli_writes_csv_and_reports_unreadable_files(run: dict[str, Any], inputs: dict[str, Any], tmp_path) -> None:
+def test_cli_writes_csv_and_reports_unreadable_files(
+    shared_run: dict[str, Any], inputs: dict[str, Any], tmp_path
+) -> None:
     root = inputs["root"]
     out = tmp_path / "preds.csv"
     proc = invoke(
         "predict", str(inputs["folder"]), str(root / "rgba.png"), str(root / "broken.png"),
-        "--run-dir", run["run_dir"], "--top-k", "2", "--out", str(out),
+        "--run-dir", shared_run["run_dir"], "--top-k", "2", "--out", str(out),
     )  # fmt: skip
     assert proc.exit_code == 1, proc.output[-2000:]  # one unreadable image -> non-zero exit
     assert "broken.png" in proc.stderr and "unreadable" in proc.stderr and isinstance(proc.exception, SystemExit)
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == N_PNG + 1 and not [r for r in rows if "broken" in r["file"]]
     assert list(rows[0])[:4] == ["file", "class", "probability", "top_k"]
-    assert len(rows[0]["top_k"].split()) == 2 and set(run["classes"]) >= {r["class"] for r in rows}
+    assert len(rows[0]["top_k"].split()) == 2 and set(shared_run["classes"]) >= {r["class"] for r in rows}
     rgba = next(r for r in rows if r["file"].endswith("rgba.png"))
     grey = next(r for r in rows if r["file"].endswith("img000.png"))
     assert rgba["class"] == grey["class"]  # opaque RGBA of the same pixels: converted to the same grey input
@@ -118,18 +115,18 @@ def test_cli_writes_csv_and_reports_unreadable_files(run: dict[str, Any], inputs
 
 
 @pytest.mark.slow
-def test_cli_model_uri_writes_json(run: dict[str, Any], inputs: dict[str, Any], tmp_path) -> None:
+def test_cli_model_uri_writes_json(shared_run: dict[str, Any], inputs: dict[str, Any], tmp_path) -> None:
     out = tmp_path / "preds.json"
     idx = str(inputs["root"] / "extra-images-idx3-ubyte.gz")
-    env = {"MLFLOW_TRACKING_URI": run["store"]}
-    proc = run_cli("predict", idx, "--model-uri", run["model_uri"], "--out", str(out), env=env)
+    env = {"MLFLOW_TRACKING_URI": shared_run["store"]}
+    proc = run_cli("predict", idx, "--model-uri", shared_run["model_uri"], "--out", str(out), env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
-    assert doc["classes"] == run["classes"] and len(doc["predictions"]) == 40 and doc["failed"] == []
+    assert doc["classes"] == shared_run["classes"] and len(doc["predictions"]) == 40 and doc["failed"] == []
     first = doc["predictions"][0]
     assert first["class"] == first["top_k"][0]["class"] and len(first["top_k"]) == 3
-    expected = reference_predictions(run["model_dir"], inputs["images"][N_PNG:])
-    assert [p["class"] for p in doc["predictions"]] == [run["classes"][i] for i in expected]
+    expected = reference_predictions(shared_run["model_dir"], inputs["images"][N_PNG:])
+    assert [p["class"] for p in doc["predictions"]] == [shared_run["classes"][i] for i in expected]
 
 
 def invoke(*args: str) -> Any:
@@ -159,8 +156,8 @@ def invoke(*args: str) -> Any:
         ["{idx}", "--run-dir", "{run_dir}", "--checkpoint", "{run_dir}/checkpoints/best.ckpt"],  # two models
     ],
 )
-def test_cli_usage_errors_exit_2(run: dict[str, Any], inputs: dict[str, Any], args: list[str]) -> None:
+def test_cli_usage_errors_exit_2(shared_run: dict[str, Any], inputs: dict[str, Any], args: list[str]) -> None:
     idx = str(inputs["root"] / "extra-images-idx3-ubyte.gz")
-    result = invoke("predict", *(a.format(idx=idx, run_dir=run["run_dir"]) for a in args))
+    result = invoke("predict", *(a.format(idx=idx, run_dir=shared_run["run_dir"]) for a in args))
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("clfops: error:") and len(result.stderr.strip().splitlines()) == 1

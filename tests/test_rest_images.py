@@ -23,7 +23,7 @@ from PIL import Image
 
 from clfops.serving.predict import predict_sources
 from clfops.serving.resolve import resolve_model
-from test_model_logging import sample_images, shared_run
+from test_model_logging import sample_images
 from test_serving import free_port, stop, wait_for_ping
 
 pytestmark = pytest.mark.slow  # a training run, two model servers
@@ -56,21 +56,22 @@ def post(url: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def served(shared_run: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Both models of the shared run behind their own server; the files and what `clfops predict` says of them."""
-    run = shared_run(tmp_path_factory)
     folder = tmp_path_factory.mktemp("rest")
     files = image_files(folder)
-    resolved = resolve_model(str(Path(run["model_dir"]).parent))
+    resolved = resolve_model(str(Path(shared_run["model_dir"]).parent))
     net, manifest = resolved.net, resolved.manifest
-    expected = [run["classes"][i] for i in predict_sources(net, manifest, [str(p) for p in files]).probs.argmax(1)]
+    expected = [
+        shared_run["classes"][i] for i in predict_sources(net, manifest, [str(p) for p in files]).probs.argmax(1)
+    ]
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the server execs uvicorn
-    env = {**os.environ, "MLFLOW_TRACKING_URI": run["store"], "PATH": path}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": shared_run["store"], "PATH": path}
     servers = {}
     try:
         for key in MODELS:
             port, log = free_port(), folder / f"{key}.log"
-            cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", run[key], "--env-manager", "local"]
+            cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", shared_run[key], "--env-manager", "local"]
             with log.open("w") as out:
                 proc = subprocess.Popen(
                     [*cmd, "-p", str(port), "-h", "127.0.0.1"],
@@ -84,7 +85,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         for url, proc, log in servers.values():
             wait_for_ping(url, proc, log)
         encoded = [base64.b64encode(p.read_bytes()).decode() for p in files]
-        yield {"urls": {k: v[0] for k, v in servers.items()}, "encoded": encoded, "expected": expected, "run": run}
+        yield {
+            "urls": {k: v[0] for k, v in servers.items()},
+            "encoded": encoded,
+            "expected": expected,
+            "run": shared_run,
+        }
     finally:
         for _, proc, _ in servers.values():
             stop(proc)

@@ -23,7 +23,7 @@ import pytest
 
 from clfops.registry.promote import promote
 from clfops.registry.register import register
-from test_model_logging import reference_predictions, sample_images, shared_run
+from test_model_logging import reference_predictions, sample_images
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]  # real subprocesses: a training run / a model server
 NAME = "served-classifier"
@@ -31,11 +31,10 @@ PING_TIMEOUT_S = 120  # model load imports torch + mlflow; a loaded 2-core machi
 
 
 @pytest.fixture(scope="module")
-def production(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    run = shared_run(tmp_path_factory)
-    version = str(register(run["store"], run["run_id"], NAME).version)
-    assert promote(run["store"], NAME, "production", version=version, force=True).promoted
-    return run
+def production(shared_run: dict[str, Any]) -> dict[str, Any]:
+    version = str(register(shared_run["store"], shared_run["run_id"], NAME).version)
+    assert promote(shared_run["store"], NAME, "production", version=version, force=True).promoted
+    return shared_run
 
 
 def free_port() -> int:

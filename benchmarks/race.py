@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from clfops.hardware import cpu_description
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,6 +75,8 @@ def main() -> None:
     r_acc, r_wall = mean([r[0] for r in ref]), mean([r[1] for r in ref])
     o_acc, o_wall = mean([o[0] for o in ours]), mean([o[1] for o in ours])
     print(f"cpu: {cpu_description()}")
+    if torch.cuda.is_available():  # trainer.accelerator=auto (the default) trains clfops there; the reference: CPU
+        print(f"gpu: {torch.cuda.get_device_name(0)}")
     print(f"reference: mean acc {r_acc:.4f}, mean wall {r_wall:.1f} s")
     print(f"clfops   : mean acc {o_acc:.4f}, mean wall {o_wall:.1f} s  ({' '.join(a.overrides) or 'defaults'})")
     print(f"wall ratio clfops/reference: {o_wall / r_wall:.3f}  (goal <= 1.0 with clfops acc >= 0.93)")

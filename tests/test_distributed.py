@@ -90,6 +90,7 @@ def test_lightning_launcher_one_run_synced_val_and_resume_in_one_process(tmp_pat
     assert run.info.status == "FINISHED"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["run_id"] == run.info.run_id
+    assert summary["hardware"]["distributed_backend"] == "gloo"  # on CPUs (NCCL on GPUs: tests/test_cuda.py)
     assert {"best.ckpt", "last.ckpt"} <= {p.name for p in (run_dir / "checkpoints").iterdir()}
 
     # The 2-process val/acc (each rank scored half) equals one process scoring the same model on the same images.

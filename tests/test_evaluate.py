@@ -189,6 +189,7 @@ def test_cli_writes_every_file_and_logs_back_to_the_run(trained: dict, cli_eval)
         assert (out / name).stat().st_size > 0, name
     report = _report(out)
     assert report["precision"] == "32-true"  # --precision auto: the run's own (TINY trains and tests in fp32)
+    assert report["device"] == "cpu"  # `clfops evaluate` serves on the CPU, wherever the model trained
     # Same weights, same preprocessing, same test images (the run's data.test_limit) as at the end of training.
     n = trained["images"]["test"]
     assert report["images"] == n

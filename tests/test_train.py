@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from clfops.data.loader import make_splits, train_loader
 from clfops.data.sources import load_source
+from clfops.hardware import device_name
 from clfops.serving.saved_model import load_model
 from clfops.tracking.rundirs import read_metrics
 from clfops.training.train import train
@@ -39,9 +40,18 @@ def test_train_writes_run_dir_and_summary(compose, store: str, tmp_path: Path) -
     epochs = [r for r in rows if r.get("val/acc")]
     assert [int(r["epoch"]) for r in epochs] == [0, 1]
     assert json.loads((run_dir / "status.json").read_text())["status"] == "FINISHED"
+    # Where it trained (tests/test_cuda.py: the GPU): trainer.accelerator=auto takes a GPU wherever one is visible.
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    assert summary["hardware"] == {
+        "device": device,
+        "device_name": device_name(torch.device(device)),
+        "precision": "32-true",  # TINY's
+        "distributed_backend": None,  # one process
+    }
 
     run = MlflowClient(store).get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
+    assert (run.data.params["device.resolved"], run.data.params["precision.resolved"]) == (device, "32-true")
     assert run.data.params["optimizer.lr"] == "0.003" and run.data.params["model.name"] == "quick_cnn"
     assert run.data.params["data.sha256"] == summary["data_sha256"]
     assert abs(run.data.metrics["test/acc"] - summary["test_acc"]) < 1e-9

@@ -5,7 +5,9 @@ Contract: the caller converts a uint8 batch to float in [0, 1] (``x.float().div_
 [0, 1] values (colour jitter clamps to [0, 1]; padding, rotation fill and erasing use 0 = black, i.e.
 the same fill the uint8 data would have). All randomness is drawn from the explicit ``torch.Generator``
 with a fixed number of draws per batch whatever the outcome, so saving and restoring ``gen.get_state()``
-reproduces the augmentation stream exactly on resume.
+reproduces the augmentation stream exactly on resume. The ops run on the batch's device (a GPU's, when the data
+lives there); the random draws come from the generator's device (training's is on the CPU: the same images
+whatever the device) and are copied to the batch's, a few bytes an image.
 
 Ops (each off by default, each per-sample, no Python loop over images), applied in this order:
   1. random crop with zero padding (``crop_pad`` px; offsets in [-pad, pad] per sample) and horizontal

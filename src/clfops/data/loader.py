@@ -9,10 +9,15 @@ DDP ranks take disjoint strided slices of the same permutation (DistributedSampl
 the permutation so every rank steps the same number of times (a rank with one batch fewer would leave the
 others waiting in the gradient all-reduce); evaluation does not pad, so N-process metrics count every image
 exactly once and equal the 1-process value.
+
+On a GPU the split's tensors move to the device once (`on_device`) and every batch is gathered there: no
+host-to-device copy per batch, and no pinned memory or loader workers to feed one (Fashion-MNIST's 60k training
+images are 47 MB of uint8; CIFAR-10's 50k, 154 MB).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +25,8 @@ from dataclasses import dataclass
 import torch
 
 from clfops.data import DataError, Source, Split
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,25 @@ def make_splits(
         test=source.test if test_limit is None else Split(source.test.x[:test_limit], source.test.y[:test_limit]),
         test_split=source.test_split,
     )
+
+
+def on_device(split: Split, device: torch.device) -> Split:
+    """`split` with its images and labels on `device`, copied once for the whole run (the same `split` on the CPU).
+
+    A data set larger than half the device's free memory stays on the host, leaving the model its room: its
+    batches are then copied per step by Lightning, as on any loader (one line says so)."""
+    if split.x.device == device:
+        return split
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        size = split.x.nbytes + split.y.nbytes
+        if size > free // 2:
+            logger.info(
+                f"{size / 2**20:,.0f} MB of images exceed half of {device}'s free {free / 2**20:,.0f} MB: they stay "
+                "in host memory and each batch is copied to the GPU"
+            )
+            return split
+    return Split(split.x.to(device), split.y.to(device))
 
 
 class EpochSampler:
@@ -107,7 +133,7 @@ class BatchLoader:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        idx = self.sampler.indices()
+        idx = self.sampler.indices().to(self.split.x.device)  # the epoch's order where the data is: one copy
         start = self._skip if self.sampler.epoch == self._skip_epoch else 0
         self._skip = 0
         self._done, self._consumed = start, None

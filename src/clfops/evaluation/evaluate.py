@@ -65,6 +65,7 @@ class Provenance:
     manifest: Manifest | None = None
     config_yaml: str | None = None
     precision: str = "32-true"  # of the inference: "32-true" or "bf16-mixed"
+    device: str = "cpu"  # where the inference ran: "cpu", or "cuda:0" for the test report of a run trained there
 
     def table(self) -> dict[str, str]:
         rows = {"Model": self.model, "Model source": self.source, "MLflow run": self.run_id or "-"}
@@ -79,6 +80,7 @@ class Provenance:
             )
             rows["clfops version (training)"] = self.manifest.clfops_version
         rows["Precision"] = self.precision
+        rows["Device"] = self.device
         rows["Evaluated at"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         return rows
 
@@ -115,7 +117,8 @@ def evaluate_net(
     """Predict `split` (labels in the model's class order), compute the report and write every file.
     `metrics_prefix`: "eval/" for `clfops evaluate`, "test/" for training's own test report."""
     t0 = time.perf_counter()
-    logits = predict_logits(net, manifest, split.x, batch_size, provenance.precision)  # calibrated (manifest's T)
+    # calibrated logits (the manifest's T), on the CPU whichever device computed them
+    logits = predict_logits(net, manifest, split.x, batch_size, provenance.precision, provenance.device)
     seconds = time.perf_counter() - t0
     arrays = prediction_arrays(logits, split.y)
     temperature = float(manifest.temperature)
@@ -123,6 +126,7 @@ def evaluate_net(
     raw = prediction_arrays(logits * temperature, split.y) if temperature != 1.0 else None
     report = report_from_arrays(arrays, list(manifest.classes), uncalibrated=raw, temperature=temperature)
     report["precision"] = provenance.precision  # bf16 and fp32 may disagree on a few near-tied images
+    report["device"] = provenance.device  # so may a GPU and a CPU
     files = write_outputs(
         out_dir, arrays, report, split.x.numpy(), provenance.table(), provenance.config_yaml, grid, save_predictions,
         raw,

@@ -2,7 +2,8 @@
 
 `RunSetup` is what `prepare` decides from the config before anything exists on disk or in MLflow (a user
 mistake stops here, creating nothing). `RunContext` adds what rank 0 (or a worker rank, with a scratch dir and
-no tracker) has once the run exists: run dir, data, MLflow run, stage clock. `Fitted` is what fit hands to test.
+no tracker) has once the run exists: run dir, data, MLflow run, stage clock. `Fitted` is what fit hands to test;
+`Hardware` is where the Trainer put the run (its MLflow params and summary.json's `hardware`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from omegaconf import DictConfig
 from clfops import config as C
 from clfops.data import Source
 from clfops.data.loader import Splits
-from clfops.hardware import configure_threads, resolve_precision
+from clfops.hardware import configure_cuda, configure_threads, device_name, resolve_precision
 from clfops.tracking import Tracker, run_dir_lookup
 from clfops.training.build import check_settings
 from clfops.training.checkpoint import ResumePoint, check_compatible, find_resume
@@ -74,6 +75,27 @@ class Fitted:
     seconds: float  # wall time of `trainer.fit`, validation included
 
 
+@dataclass(frozen=True)
+class Hardware:
+    """Where the Trainer put the run and in what arithmetic (rank 0's device; every rank has one of its kind)."""
+
+    device: str  # "cuda:0", "cpu"
+    device_name: str  # "NVIDIA H200"; for a CPU its model name and instruction set
+    precision: str  # trainer.precision resolved: "bf16-mixed", "16-mixed", "32-true"
+    distributed_backend: str | None  # a DDP run's: "nccl" on GPUs, "gloo" on CPUs (Lightning's choice); else None
+
+    @classmethod
+    def of(cls, trainer: L.Trainer, precision: str) -> Hardware:
+        """The backend is known once fit has set the process group up (None before)."""
+        device = trainer.strategy.root_device
+        backend = getattr(trainer.strategy, "process_group_backend", None)
+        return cls(str(device), device_name(device), precision, backend)
+
+    def params(self) -> dict[str, str]:
+        """The run's MLflow params: precision.resolved, device.resolved, device.name."""
+        return {"precision.resolved": self.precision, "device.resolved": self.device, "device.name": self.device_name}
+
+
 def prepare(cfg: DictConfig, overrides: list[str]) -> RunSetup:
     """Validate and settle the run's settings: resume point (a change that breaks the run is refused), settings
     that contradict each other, rank, threads, precision, seeds. Creates no file and no MLflow run."""
@@ -91,6 +113,7 @@ def prepare(cfg: DictConfig, overrides: list[str]) -> RunSetup:
     rank = process_rank(cfg.trainer.devices, cfg.trainer.num_nodes)
     threads = configure_threads(cfg.trainer.num_threads, rank.local_processes)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    configure_cuda(cfg.trainer.accelerator, bool(cfg.deterministic))
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     torch.use_deterministic_algorithms(bool(cfg.deterministic), warn_only=True)
     return RunSetup(cfg, overrides, resume, changed, rank, threads, precision, startup_s, clock)

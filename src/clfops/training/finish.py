@@ -18,7 +18,7 @@ from clfops.serving.onnx_export import ExportInBackground
 from clfops.serving.saved_model import Manifest, save_model
 from clfops.tracking import Tracker
 from clfops.training.build import augment_config, normalisation
-from clfops.training.context import Fitted, RunContext
+from clfops.training.context import Fitted, Hardware, RunContext
 from clfops.training.module import Classifier
 from clfops.training.progress_bar import stage_bar
 from clfops.training.recorder import EpochStats
@@ -37,6 +37,7 @@ class Tested:
     test_seconds: float  # best weights loaded, model files, test set + report
     best_checkpoint: str  # best.ckpt, else last.ckpt ("" when neither was written)
     model_dir: Path
+    hardware: Hardware  # the device, its name, the precision and a DDP run's process-group backend
     onnx_job: ExportInBackground | None = None  # the ONNX export, running since the model was saved
 
 
@@ -51,12 +52,15 @@ def test_and_save(ctx: RunContext, fitted: Fitted) -> Tested:
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
     manifest = manifest_for(ctx, module)
     inference = "bf16-mixed" if str(trainer.precision).startswith("bf16") else "32-true"  # as validation ran
+    # On the device validation ran on: Lightning's teardown moved the module back to the CPU, predict_logits moves
+    # the net there again; the saved weights are CPU tensors all the same (save_model), so any machine serves them.
+    hardware = Hardware.of(trainer, ctx.precision)
     if ctx.cfg.model.calibrate:
-        manifest.temperature = fit_temperature_on_val(ctx, module, manifest, inference)
+        manifest.temperature = fit_temperature_on_val(ctx, module, manifest, inference, hardware.device)
     model_dir = save_model(ctx.run_dir / "model", module.net, manifest)
     onnx_job = _start_onnx_export(ctx, model_dir)
     with stage_bar(ctx.cfg.logging.progress, f"test {len(ctx.splits.test):,} images"):  # a terminal's test bar
-        test = test_best(ctx, module, manifest, inference)
+        test = test_best(ctx, module, manifest, inference, hardware.device)
     test["val/temperature"] = manifest.temperature
     fitted.logger.log_metrics(test, step=trainer.global_step)  # metrics.csv + MLflow + TensorBoard, like the rest
     fitted.logger.save(durable=True)
@@ -70,6 +74,7 @@ def test_and_save(ctx: RunContext, fitted: Fitted) -> Tested:
         test_seconds=round(time.perf_counter() - t_test, 3),
         best_checkpoint=best,
         model_dir=model_dir,
+        hardware=hardware,
         onnx_job=onnx_job,
     )
 
@@ -84,21 +89,24 @@ def _start_onnx_export(ctx: RunContext, model_dir: Path) -> ExportInBackground |
     return ExportInBackground(model_dir)
 
 
-def fit_temperature_on_val(ctx: RunContext, module: Classifier, manifest: Manifest, precision: str) -> float:
+def fit_temperature_on_val(
+    ctx: RunContext, module: Classifier, manifest: Manifest, precision: str, device: str
+) -> float:
     """The temperature that calibrates the best weights, fitted on the validation split's logits (the one
     inference path, as validation ran; `manifest` still has temperature 1, so these are the raw logits)."""
     from clfops.evaluation.calibration import fit_temperature
     from clfops.serving.inference import predict_logits
 
     val = ctx.splits.val
-    logits = predict_logits(module.net, manifest, val.x, ctx.cfg.data.eval_batch_size, precision)
+    logits = predict_logits(module.net, manifest, val.x, ctx.cfg.data.eval_batch_size, precision, device)
     return fit_temperature(logits, val.y)
 
 
-def test_best(ctx: RunContext, module: Classifier, manifest: Manifest, precision: str) -> dict[str, float]:
+def test_best(ctx: RunContext, module: Classifier, manifest: Manifest, precision: str, device: str) -> dict[str, float]:
     """The best weights on the test set, through `clfops evaluate`'s own code: report files in RUN_DIR/eval,
     and the `test/*` metrics (README.md's metric table; the same quantity names as val/* and eval/*).
-    `precision` is the training's: bf16 autocast where validation ran in it (a 16-mixed GPU run tests in fp32)."""
+    `precision` and `device` are the training's: bf16 autocast where validation ran in it (a 16-mixed GPU run
+    tests in fp32), on its device."""
     from clfops.evaluation.evaluate import Provenance, evaluate_net
 
     tracker, run_dir = ctx.tracker, ctx.run_dir
@@ -112,6 +120,7 @@ def test_best(ctx: RunContext, module: Classifier, manifest: Manifest, precision
         manifest=manifest,
         config_yaml=C.to_yaml(ctx.cfg),
         precision=precision,
+        device=device,
     )
     batch = ctx.cfg.data.eval_batch_size
     split, out = ctx.splits.test, run_dir / "eval"

@@ -2,7 +2,7 @@
 
 The network itself is a plain `nn.Module` from `clfops.models`; this class only adds what training needs.
 Batches arrive as uint8 (B, C, H, W): conversion to float, augmentation and normalisation happen here, per
-batch, on whatever device the batch is on.
+batch, on whatever device the batch is on (on a GPU the data set already lives there: data.loader.on_device).
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ class Classifier(L.LightningModule):
         # Image-weighted mean loss; like the metrics above it sums across DDP ranks on compute(), so N
         # processes report exactly what one process would.
         self.val_loss = MeanMetric()
+        # On the CPU on every device: the draws (a few numbers an image) are copied to the batch's device, so a
+        # run augments the same way on a CPU and a GPU and its checkpoints resume on either.
         self.aug_gen = torch.Generator()
         self._loss_sum = torch.zeros(())
         self._loss_count = 0

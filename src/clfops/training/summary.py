@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from clfops.tracking import rundirs as runs
-from clfops.training.context import RunContext
+from clfops.training.context import Hardware, RunContext
 from clfops.training.finish import Tested
 
 _ABSENT_WHEN_NONE = ("model_uri", "model_log_seconds", "model_version", "onnx_model_uri")
@@ -82,6 +82,7 @@ class RunSummary:
     model_version: str | None
     onnx_model_uri: str | None
     timings: Timings
+    hardware: Hardware  # device ("cuda:0", "cpu"), its name, precision, a DDP run's backend (nccl/gloo)
     tracking_offline: bool  # the MLflow run lacks part of this run: `clfops sync RUN_DIR` completes it
 
     @classmethod
@@ -129,6 +130,7 @@ class RunSummary:
             model_version=model.version,
             onnx_model_uri=model.onnx_uri,
             timings=timings,
+            hardware=tested.hardware,
             tracking_offline=offline,
         )
 

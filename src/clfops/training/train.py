@@ -25,13 +25,13 @@ import lightning as L
 from omegaconf import DictConfig
 
 from clfops import config as C
-from clfops.data.loader import Splits, eval_loader, train_loader
+from clfops.data.loader import Splits, eval_loader, on_device, train_loader
 from clfops.models import count_params
 from clfops.tracking import Tracker
 from clfops.tracking import rundirs as runs
 from clfops.training.build import build_module, make_strategy, make_trainer
 from clfops.training.callbacks import GracefulStop, RunInfo, RunInterrupted
-from clfops.training.context import Fitted, RunContext, RunSetup, prepare
+from clfops.training.context import Fitted, Hardware, RunContext, RunSetup, prepare
 from clfops.training.distributed import WatchedDDPStrategy
 from clfops.training.finish import Tested, log_run_files, test_and_save, write_pictures
 from clfops.training.lifecycle import RunEnding, start_tracking
@@ -152,12 +152,15 @@ def _fit(
     if cfg.data.name == "stream":
         train_dl, val_dl = stream_loaders(cfg.data, cfg.seed)
     else:  # each rank takes its share of every epoch (global_rank/world_size come from the environment)
-        splits = ctx.splits
-        train_dl = train_loader(splits.train, cfg.data.batch_size, cfg.seed, trainer.global_rank, trainer.world_size)
-        val_dl = eval_loader(splits.val, cfg.data.eval_batch_size, trainer.global_rank, trainer.world_size)
+        # On a GPU the images go to this rank's device once, before the first batch (data.loader.on_device).
+        rank, world, device = trainer.global_rank, trainer.world_size, trainer.strategy.root_device
+        train_dl = train_loader(on_device(ctx.splits.train, device), cfg.data.batch_size, cfg.seed, rank, world)
+        val_dl = eval_loader(on_device(ctx.splits.val, device), cfg.data.eval_batch_size, rank, world)
     module = build_module(cfg, ctx.source, ctx.splits, steps_per_epoch=len(train_dl), init=ctx.init)
     if ctx.tracker is not None:
-        _log_model_params(ctx.tracker, module, ctx.precision, ctx.splits)
+        _log_model_params(ctx.tracker, module, ctx.splits)
+        if resume is None:  # MLflow params never change: a run resumed on another machine keeps its first one's
+            ctx.tracker.log_params(Hardware.of(trainer, ctx.precision).params())
     runs.write_text(run_dir / "model_summary.txt", f"{module.net}\n\nparameters: {count_params(module.net):,}\n")
     t0 = time.perf_counter()
     ckpt_path = str(resume.checkpoint) if resume else None
@@ -171,12 +174,12 @@ def _fit(
     return Fitted(trainer, ckpt, module, logger, time.perf_counter() - t0)
 
 
-def _log_model_params(tracker: Tracker, module: Classifier, precision: str, splits: Splits) -> None:
+def _log_model_params(tracker: Tracker, module: Classifier, splits: Splits) -> None:
     optimizer = build_optimizer(module.net, module.settings.optimizer)  # only to record its class and defaults
     defaults = {f"optimizer.defaults.{k}": v for k, v in optimizer.defaults.items() if k != "params"}
     sizes = {f"data.images.{name}": len(getattr(splits, name)) for name in ("train", "val", "test")}
     sizes["data.test_split"] = splits.test_split  # val: the data had no test split (test/* scored on val)
-    params = {"model.parameters": count_params(module.net), "precision.resolved": precision}
+    params = {"model.parameters": count_params(module.net)}
     tracker.log_params(params | {"optimizer.class": type(optimizer).__name__} | defaults | sizes)
 
 

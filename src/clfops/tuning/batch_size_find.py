@@ -21,8 +21,8 @@ import torch
 from omegaconf import DictConfig
 
 from clfops.data import Source, Split
-from clfops.data.loader import BatchLoader, EpochSampler, Splits
-from clfops.hardware import resolve_precision
+from clfops.data.loader import BatchLoader, EpochSampler, Splits, on_device
+from clfops.hardware import cuda_in_use, resolve_precision
 from clfops.safe_files import atomic_write_text
 from clfops.tuning import TuningError
 from clfops.tuning.finders import bare_trainer, prepare, quiet_tuner
@@ -66,14 +66,16 @@ def _measure(cfg: DictConfig, source: Source, splits: Splits, precision: str, si
     # Batches drawn with replacement: a batch size larger than a (small) training set is still measured.
     n = size * (warmup + steps)
     idx = torch.randint(len(splits.train), (n,), generator=torch.Generator().manual_seed(cfg.seed))
-    loader = BatchLoader(Split(splits.train.x[idx], splits.train.y[idx]), size, EpochSampler(n, False, cfg.seed))
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     # The schedule is sized for a real epoch (OneCycle cannot be built for 1-2 steps); speed does not depend on it.
     epoch_steps = max(math.ceil(len(splits.train) / size), warmup + steps, 10)
     module = build_module(cfg, source, splits, steps_per_epoch=epoch_steps)
     timer = _StepTimer(warmup)
     with tempfile.TemporaryDirectory(prefix="clfops-bs-find-") as tmp, quiet_tuner():
-        bare_trainer(cfg, precision, Path(tmp), 1, [timer]).fit(module, loader)
+        trainer = bare_trainer(cfg, precision, Path(tmp), 1, [timer])
+        # The images on the training device first, as `clfops train` feeds them (data.loader.on_device).
+        data = on_device(Split(splits.train.x[idx], splits.train.y[idx]), trainer.strategy.root_device)
+        trainer.fit(module, BatchLoader(data, size, EpochSampler(n, False, cfg.seed)))
     seconds = max(timer.t1 - timer.t0, 1e-9)
     return BatchRow(size, "ok", round(size * steps / seconds, 1), round(1000 * seconds / steps, 2))
 
@@ -119,7 +121,7 @@ def write_batch_size(rows: list[BatchRow], choice: dict[str, int | None], cfg: D
         "data": cfg.data.name,
         "precision": resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
         "threads": torch.get_num_threads(),
-        "device": "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu",
+        "device": "cuda" if cuda_in_use(cfg.trainer.accelerator) else "cpu",
     }
     path = out / "batch_size.json"
     atomic_write_text(path, json.dumps({**choice, **info, "rows": [asdict(r) for r in rows]}, indent=2))

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from clfops.data import Source
 from clfops.data.loader import Splits, make_splits
 from clfops.data.sources import load_source
-from clfops.hardware import configure_threads, resolve_precision
+from clfops.hardware import configure_cuda, configure_threads, resolve_precision
 from clfops.training.callbacks import AtomicCheckpointIO
 from clfops.training.progress import quiet_libraries
 
@@ -30,6 +30,7 @@ def prepare(cfg: DictConfig) -> tuple[Source, Splits, str]:
     """Threads, seed, data and precision exactly as `clfops train` sets them up."""
     quiet_libraries()
     configure_threads(cfg.trainer.num_threads)
+    configure_cuda(cfg.trainer.accelerator, bool(cfg.deterministic))
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     size = None if cfg.data.size is None else (int(cfg.data.size[0]), int(cfg.data.size[1]))
     source = load_source(cfg.data.name, cfg.data.root, cfg.data.channels, size)

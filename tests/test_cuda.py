@@ -20,7 +20,7 @@ from clfops.serving.inference import predict_logits
 from clfops.serving.saved_model import load_model
 from clfops.training.train import train
 from conftest import TINY, run_cli
-from test_model_logging import reference_predictions, sample_images, use_store
+from test_model_logging import reference_predictions, sample_images
 
 pytestmark = [
     pytest.mark.slow,
@@ -99,7 +99,10 @@ def test_auto_trains_on_cuda_and_the_model_serves_on_the_cpu(compose, store: str
     from_ckpt = evaluate(EvalRequest(checkpoint=ckpt, precision="32-true", out=tmp_path / "eval-ckpt"))
     assert from_ckpt.metrics["eval/acc"] == cpu_eval.metrics["eval/acc"]
     # The pyfunc model from MLflow (what `mlflow models serve` runs) answers on the CPU as the net does.
-    use_store(monkeypatch, store)
+    from mlflow.tracking._tracking_service import utils
+
+    monkeypatch.setattr(utils, "_tracking_uri", None)  # the fluent API reads the run's store from the environment
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     images = sample_images(64)
     served = mlflow.pyfunc.load_model(summary["model_uri"]).predict(images)
     assert list(served["class"]) == [manifest.classes[i] for i in reference_predictions(summary["model_dir"], images)]

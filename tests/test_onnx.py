@@ -161,26 +161,3 @@ def test_register_onnx_flavor_keeps_one_flavor_per_name(shared_run: dict[str, An
     assert "registered model portable holds onnx models, not pyfunc" in mixed.stderr
     listed = run_cli("models", "portable")
     assert listed.returncode == 0 and "production" in listed.stdout
-
-
-def test_background_export_agrees_with_torch_and_reports_a_failure_in_one_line(
-    run: dict[str, Any], tmp_path: Path
-) -> None:
-    """clfops train exports the ONNX model in a child process while it scores the test set (ExportInBackground)."""
-    from clfops.serving.onnx_export import ExportInBackground, agreement
-    from clfops.serving.saved_model import load_model
-
-    job = ExportInBackground(Path(run["model_dir"]))
-    onnx_file = job.wait()
-    net, manifest = load_model(Path(run["model_dir"]))
-    check = agreement(onnx_file, net, manifest, sample_images(64))
-    assert check.ok, check
-    assert onnx.load(str(onnx_file)).graph.input[0].name == "images"
-
-    broken = tmp_path / "not_a_model"
-    broken.mkdir()
-    failed = ExportInBackground(broken)
-    with pytest.raises(RuntimeError) as err:
-        failed.wait()
-    assert "\n" not in str(err.value) and str(err.value)
-    assert not failed.folder.exists()  # a failed export leaves nothing behind

@@ -66,3 +66,8 @@ def test_a_run_records_its_recipe_and_a_resume_keeps_it(compose, store: str, tmp
     assert MlflowClient(store).get_run(summary["run_id"]).data.params["recipe"] == "fp32"
     with pytest.raises(C.ConfigError, match="recipe: the run trains recipe fp32; a resume keeps it"):
         C.resume_config(C.from_yaml(run_dir / "config.yaml"), ["recipe=bf16"])
+
+
+def test_fine_tuning_keeps_the_parents_architecture() -> None:
+    cfg = C.compose("train", ["recipe=fp32", "model.init=runs/parent"])
+    assert (cfg.model.args.width, cfg.trainer.max_epochs) == (32, 5)

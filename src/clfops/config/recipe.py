@@ -14,7 +14,7 @@ recipe. `recipe=bf16` or `recipe=fp32` picks one by hand.
 
 A recipe (configs/_recipes/NAME.yaml) only tunes the model it names (`model.name`); with another model it
 changes nothing. It never replaces a key the command line names: `model.args.width=32` or
-`trainer.max_epochs=6` win over it.
+`trainer.max_epochs=6` win over it; with `model.init` (fine-tuning) the model keys are the parent's.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def resolve_recipe(cfg: DictConfig, overrides: list[str]) -> None:
     if values.get("model", {}).get("name") != cfg.model.name:
         return
     named = {item.lstrip("+~").split("=", 1)[0] for item in overrides}
+    if cfg.model.get("init") is not None:  # fine-tuning: the parent's architecture, whatever it was trained as
+        named.add("model")
     for key, value in flatten(values).items():
         if key != "model.name" and not any(key == n or key.startswith(f"{n}.") for n in named):
             OmegaConf.update(cfg, key, value, merge=False)

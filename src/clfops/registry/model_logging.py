@@ -164,9 +164,7 @@ def _new_logged_model(store: str, run_id: str, name: str, tags: dict[str, str] |
     return mlflow.initialize_logged_model(name, run_id, tags, experiment_id=experiment_id).model_id
 
 
-def export_and_log_onnx(
-    uri: str | None, run_id: str, model_dir: Path, input_example: Any, exported: Path | None = None
-) -> str:
+def export_and_log_onnx(uri: str | None, run_id: str, model_dir: Path, input_example: Any) -> str:
     """Export the run's saved model (model_dir) to ONNX and log it (log_onnx_model); returns its models:/ URI.
 
     The export is checked against torch on `input_example` (training's 2 test images: the full test-set check is
@@ -179,7 +177,7 @@ def export_and_log_onnx(
     from clfops.serving.saved_model import load_model
 
     net, manifest = load_model(model_dir)
-    onnx_file = exported or export_to_temp(net, manifest)  # `exported`: ExportInBackground's file
+    onnx_file = export_to_temp(net, manifest)
     try:
         if input_example is not None:
             check = agreement(onnx_file, net, manifest, np.asarray(input_example))

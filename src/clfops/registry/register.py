@@ -86,13 +86,7 @@ def register(uri: str | None, run_id: str, name: str, flavor: str = "pyfunc") ->
 
 
 def log_run_model(
-    tracker: Any,
-    model_dir: Path,
-    example: Any,
-    torch_flavor: bool,
-    register_as: str | None,
-    log_onnx: bool = False,
-    onnx_job: Any = None,
+    tracker: Any, model_dir: Path, example: Any, torch_flavor: bool, register_as: str | None, log_onnx: bool = False
 ) -> dict[str, Any]:
     """End of `clfops train`: log the model, the ONNX model too with `log_onnx` (tracking.log_onnx), and register
     the pyfunc model. Failures warn: the run itself is done."""
@@ -110,7 +104,7 @@ def log_run_model(
         out: dict[str, Any] = {"model_uri": log_model(tracker.uri, tracker.run_id, model_dir, example, net)}
         out["model_log_seconds"] = round(time.perf_counter() - t0, 3)
         if log_onnx:
-            out["onnx_model_uri"] = _log_onnx(tracker, model_dir, example, onnx_job)
+            out["onnx_model_uri"] = _log_onnx(tracker, model_dir, example)
         if register_as:
             tracker.flush()  # test/* points go through the async queue: the version tags read them
             out["model_version"] = str(register(tracker.uri, tracker.run_id, register_as).version)
@@ -120,12 +114,10 @@ def log_run_model(
     return out
 
 
-def _log_onnx(tracker: Any, model_dir: Path, example: Any, job: Any = None) -> str | None:
-    """The ONNX model beside the pyfunc one; an architecture the exporter cannot take warns (training is done).
-    `job`: an `ExportInBackground` already exporting `model_dir` (clfops train starts it before the test)."""
+def _log_onnx(tracker: Any, model_dir: Path, example: Any) -> str | None:
+    """The ONNX model beside the pyfunc one; an architecture the exporter cannot take warns (training is done)."""
     try:
-        exported = job.wait() if job is not None else None
-        return export_and_log_onnx(tracker.uri, tracker.run_id, model_dir, example, exported)
+        return export_and_log_onnx(tracker.uri, tracker.run_id, model_dir, example)
     except ImportError as err:
         log.warning(f"no ONNX model logged: {err} (install the onnx extra: pip install 'clfops[onnx]')")
     except TrackingError as err:

@@ -14,13 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import subprocess
-import sys
 import tempfile
 import warnings
-import weakref
 from dataclasses import dataclass
 from importlib.metadata import version as _dist_version
 from pathlib import Path
@@ -156,56 +151,3 @@ def export_to_temp(net: nn.Module, manifest: Manifest) -> Path:
     """The ONNX file in a fresh temporary folder (for logging to MLflow); the caller removes the folder."""
     folder = Path(tempfile.mkdtemp(prefix="clfops-onnx-"))
     return write_onnx(net, manifest, folder / "model.onnx")
-
-
-class ExportInBackground:
-    """The ONNX export of a saved model (MODEL_DIR: weights + manifest) in a child process, started as soon as
-    `clfops train` has saved the model and collected when it logs it.
-
-    Why a process: the dynamo exporter costs ~5-6 s on a 2-core AVX2 EPYC (1.5 s of onnx/onnxscript imports,
-    ~3.5 s of tracing and translation), nearly all of it on one core. Started before the test set is scored,
-    it runs beside the test report, the pictures and the pyfunc model's logging (mostly single-threaded too),
-    and the run's wall time loses most of it (docs/benchmarks.md). Not a thread: torch inference beside an
-    export in the same process gave probabilities differing by ~1e-6, and the test metrics must be those a
-    later `clfops evaluate` gives. The child runs one thread; the parent checks the file against torch
-    (`agreement`) before logging it, as for an export in process.
-    """
-
-    def __init__(self, model_dir: Path) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="clfops-onnx-"))
-        self.file = self.folder / "model.onnx"
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)  # a run that fails first
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        cmd = [sys.executable, "-m", "clfops.serving.onnx_export", str(model_dir), str(self.file)]
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-
-    def wait(self, timeout_s: float = 600.0) -> Path:
-        """The exported file (in a temporary folder the caller removes); RuntimeError with the exporter's last
-        line when the export failed."""
-        try:
-            _, err = self._proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.communicate()
-            self._cleanup()
-            raise RuntimeError(f"the export took over {timeout_s:.0f} s") from None
-        if self._proc.returncode != 0 or not self.file.exists():
-            lines = [ln for ln in (err or "").splitlines() if ln.strip()]
-            self._cleanup()  # a failed export leaves nothing behind
-            raise RuntimeError(lines[-1] if lines else f"the exporter exited with {self._proc.returncode}")
-        self._cleanup.detach()  # the caller owns the folder now
-        return self.file
-
-
-def _main(argv: list[str]) -> int:
-    """`python -m clfops.serving.onnx_export MODEL_DIR OUT.onnx`: ExportInBackground's child."""
-    from clfops.serving.saved_model import load_model
-
-    torch.set_num_threads(1)
-    net, manifest = load_model(Path(argv[0]))
-    write_onnx(net, manifest, Path(argv[1]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

@@ -4,7 +4,6 @@ MLflow. `clfops train` calls these on rank 0 after fit."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,6 @@ import torch
 from clfops import config as C
 from clfops.data.augment import Augment
 from clfops.safe_files import atomic_write_bytes
-from clfops.serving.onnx_export import ExportInBackground
 from clfops.serving.saved_model import Manifest, save_model
 from clfops.tracking import Tracker
 from clfops.training.build import augment_config, normalisation
@@ -38,7 +36,6 @@ class Tested:
     best_checkpoint: str  # best.ckpt, else last.ckpt ("" when neither was written)
     model_dir: Path
     hardware: Hardware  # the device, its name, the precision and a DDP run's process-group backend
-    onnx_job: ExportInBackground | None = None  # the ONNX export, running since the model was saved
 
 
 def test_and_save(ctx: RunContext, fitted: Fitted) -> Tested:
@@ -58,7 +55,6 @@ def test_and_save(ctx: RunContext, fitted: Fitted) -> Tested:
     if ctx.cfg.model.calibrate:
         manifest.temperature = fit_temperature_on_val(ctx, module, manifest, inference, hardware.device)
     model_dir = save_model(ctx.run_dir / "model", module.net, manifest)
-    onnx_job = _start_onnx_export(ctx, model_dir)
     with stage_bar(ctx.cfg.logging.progress, f"test {len(ctx.splits.test):,} images"):  # a terminal's test bar
         test = test_best(ctx, module, manifest, inference, hardware.device)
     test["val/temperature"] = manifest.temperature
@@ -75,18 +71,7 @@ def test_and_save(ctx: RunContext, fitted: Fitted) -> Tested:
         best_checkpoint=best,
         model_dir=model_dir,
         hardware=hardware,
-        onnx_job=onnx_job,
     )
-
-
-def _start_onnx_export(ctx: RunContext, model_dir: Path) -> ExportInBackground | None:
-    """The ONNX model is logged with the pyfunc one (tracking.log_onnx): export it meanwhile, in a process."""
-    tracking = ctx.cfg.tracking
-    if ctx.tracker is None or ctx.tracker.offline or not (tracking.log_model and tracking.log_onnx):
-        return None
-    if importlib.util.find_spec("onnxscript") is None:  # no onnx extra: the model log warns, as before
-        return None
-    return ExportInBackground(model_dir)
 
 
 def fit_temperature_on_val(

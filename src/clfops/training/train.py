@@ -192,7 +192,7 @@ def _log_model(ctx: RunContext, tested: Tested) -> ModelLog:
     example = ctx.splits.test.x[:2].numpy()  # two real images: the model's input example
     torch_flavor, register_as = bool(ctx.cfg.tracking.log_torch_flavor), ctx.cfg.tracking.register_as
     onnx = bool(ctx.cfg.tracking.log_onnx)  # the torch-free ONNX model beside the pyfunc one
-    logged = log_run_model(ctx.tracker, tested.model_dir, example, torch_flavor, register_as, onnx, tested.onnx_job)
+    logged = log_run_model(ctx.tracker, tested.model_dir, example, torch_flavor, register_as, onnx)
     return ModelLog.from_registry(logged)
 
 

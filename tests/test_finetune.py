@@ -139,12 +139,13 @@ def test_same_classes_keep_the_head_and_freeze_backbone_moves_only_it(base: dict
 
 def test_grey_model_on_rgb_data_averages_the_first_conv(base: dict) -> None:
     from clfops.training.build import build_module
+    from clfops.training.finetune import find_parent
     from clfops.training.preflight import preflight
 
     parent = load_file(Path(base["summary"]["run_dir"]) / "model" / "model.safetensors")
     args = [*TINY, f"tracking.uri={base['store']}", "data.channels=3", f"model.init={base['summary']['run_id']}"]
     cfg = C.compose("train", args)
-    prepared = preflight(cfg, None)
+    prepared = preflight(cfg, None, find_parent(cfg, args))
     net = build_module(cfg, prepared.source, prepared.splits, 1, prepared.init).net
     expected = parent["features.0.weight"].repeat(1, 3, 1, 1) / 3
     assert torch.allclose(net.state_dict()["features.0.weight"], expected)

@@ -10,7 +10,7 @@ import pytest
 from clfops import config as C
 from clfops.config.recipe import machine_recipe
 from clfops.hardware import resolve_precision
-from conftest import run_cli
+from conftest import TINY, run_cli
 
 
 def test_auto_follows_the_precision_this_machine_trains_in() -> None:
@@ -67,7 +67,22 @@ def test_a_run_records_its_recipe_and_a_resume_keeps_it(compose, store: str, tmp
     with pytest.raises(C.ConfigError, match="recipe: the run trains recipe fp32; a resume keeps it"):
         C.resume_config(C.from_yaml(run_dir / "config.yaml"), ["recipe=bf16"])
 
+    # A fine-tune of it on another machine's recipe (bf16: width 32) trains the parent's width 24: the shapes
+    # are the parent's, so model.args the command line does not name come from its manifest.
+    child = train(compose("run.name=child", "recipe=bf16", f"model.init={run_dir}"), ["recipe=bf16"])
+    assert "width: 24" in (Path(child["run_dir"]) / "config.yaml").read_text()
+    assert MlflowClient(store).get_run(child["run_id"]).data.params["model.args.width"] == "24"
+    # Naming another width is a clash: one line, exit 2, no run dir.
+    root = tmp_path / "clash"
+    res = run_cli(
+        "train", *TINY, f"model.init={run_dir}", "model.args.width=32", f"run.root={root}",
+        f"tracking.uri={store}", cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "model.args.width=32: drop it to keep the parent's shapes" in res.stderr and "width': 24" in res.stderr
+    assert not root.exists()
 
-def test_fine_tuning_keeps_the_parents_architecture() -> None:
+
+def test_fine_tuning_leaves_the_model_keys_to_the_parent() -> None:
     cfg = C.compose("train", ["recipe=fp32", "model.init=runs/parent"])
-    assert (cfg.model.args.width, cfg.trainer.max_epochs) == (32, 5)
+    assert (cfg.model.args.width, cfg.trainer.max_epochs) == (32, 5)  # the run takes the parent's (below)

@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from clfops.config.checks import ConfigError, check_missing, check_train_limits, first_line, validate_ranges
+from clfops.config.convert import override_key
 from clfops.config.fields import expected_type, show
 from clfops.config.folders import group_choices, user_config_dirs
 from clfops.config.recipe import resolve_recipe
@@ -31,7 +32,7 @@ def check_overrides(overrides: list[str], multirun: bool = False) -> None:
     from hydra.errors import HydraException
 
     for item in overrides:
-        if item.lstrip("+~").startswith("hydra.") or item.lstrip("+~").split("=", 1)[0] == "hydra":
+        if override_key(item).split(".")[0] == "hydra":
             raise ConfigError(f"{item}: {HYDRA_HINT}")
         if item.startswith("-"):
             raise ConfigError(f"{item}: not an option of this command (see --help); overrides are key=value")

@@ -1,4 +1,5 @@
-"""A composed config in the forms the rest of clfops stores it: YAML text, a plain dict, flat MLflow params."""
+"""A composed config in the forms the rest of clfops stores it: YAML text, a plain dict, flat MLflow params;
+and the keys a command line's overrides name (`override_key`, `names`)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,13 @@ def flatten(cfg: DictConfig | dict[str, Any], prefix: str = "") -> dict[str, Any
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def override_key(item: str) -> str:
+    """`+model.args.width=24` -> `model.args.width`; `~trainer.foo` -> `trainer.foo`; `model=x` -> `model`."""
+    return item.split("=", 1)[0].lstrip("+~")
+
+
+def names(key: str, overrides: list[str]) -> bool:
+    """Whether the command line sets `key`, itself or a node above it (`model=x` names `model.args.width`)."""
+    return any(key == k or key.startswith(f"{k}.") for k in map(override_key, overrides))

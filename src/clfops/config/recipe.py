@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from clfops.config.convert import flatten
+from clfops.config.convert import flatten, names
 from clfops.config.folders import config_dir
 
 RECIPES = ("fp32", "bf16")  # configs/_recipes/<name>.yaml; `auto` resolves to one of them
@@ -36,11 +36,10 @@ def resolve_recipe(cfg: DictConfig, overrides: list[str]) -> None:
     values = OmegaConf.load(config_dir() / "_recipes" / f"{name}.yaml")
     if values.get("model", {}).get("name") != cfg.model.name:
         return
-    named = {item.lstrip("+~").split("=", 1)[0] for item in overrides}
-    if cfg.model.get("init") is not None:  # fine-tuning: the parent's architecture, whatever it was trained as
-        named.add("model")
+    if cfg.model.get("init") is not None:  # fine-tuning: the parent's architecture (training/finetune.py)
+        overrides = [*overrides, "model"]
     for key, value in flatten(values).items():
-        if key != "model.name" and not any(key == n or key.startswith(f"{n}.") for n in named):
+        if key != "model.name" and not names(key, overrides):
             OmegaConf.update(cfg, key, value, merge=False)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from clfops.config.checks import ConfigError, check_train_limits, first_line
+from clfops.config.convert import override_key
 from clfops.config.folders import group_choices
 
 
@@ -17,7 +18,7 @@ def resume_config(saved: dict[str, Any], overrides: list[str]) -> DictConfig:
     groups = group_choices()
     merged = base
     for item in overrides:
-        key = item.split("=", 1)[0].lstrip("+~")
+        key = override_key(item)
         if key == "resume":
             continue
         if key in groups:

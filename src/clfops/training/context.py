@@ -20,11 +20,12 @@ from clfops import config as C
 from clfops.data import Source
 from clfops.data.loader import Splits
 from clfops.hardware import configure_cuda, configure_threads, device_name, resolve_precision
+from clfops.serving.resolve import ResolvedModel
 from clfops.tracking import Tracker, run_dir_lookup
 from clfops.training.build import check_settings
 from clfops.training.checkpoint import ResumePoint, check_compatible, find_resume
 from clfops.training.distributed import Rank, process_rank
-from clfops.training.finetune import InitModel
+from clfops.training.finetune import InitModel, find_parent
 from clfops.training.module import Classifier
 from clfops.training.progress import quiet_libraries
 from clfops.training.recorder import RunLogger
@@ -42,6 +43,7 @@ class RunSetup:
     precision: str  # resolved: never "auto"
     startup_s: float | None  # interpreter + imports + config, before `train` (None off Linux)
     clock: StageClock  # started first thing in `train`: its laps are summary.json's stage timings
+    parent: ResolvedModel | None = None  # model.init, resolved once (a new run; on resume the checkpoint holds it)
 
 
 @dataclass(frozen=True)
@@ -110,10 +112,11 @@ def prepare(cfg: DictConfig, overrides: list[str]) -> RunSetup:
         cfg = new
         cfg.resume = str(resume.checkpoint)
     check_settings(cfg)
+    parent = find_parent(cfg, overrides) if resume is None else None  # sets the parent's model.args
     rank = process_rank(cfg.trainer.devices, cfg.trainer.num_nodes)
     threads = configure_threads(cfg.trainer.num_threads, rank.local_processes)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     configure_cuda(cfg.trainer.accelerator, bool(cfg.deterministic))
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     torch.use_deterministic_algorithms(bool(cfg.deterministic), warn_only=True)
-    return RunSetup(cfg, overrides, resume, changed, rank, threads, precision, startup_s, clock)
+    return RunSetup(cfg, overrides, resume, changed, rank, threads, precision, startup_s, clock, parent)

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from clfops import config as C
 from clfops.data import Source
 from clfops.errors import UserError
+from clfops.serving.resolve import ResolvedModel
 from clfops.serving.saved_model import Manifest
 
 log = logging.getLogger("clfops")
@@ -78,23 +79,47 @@ def parse_freeze(value: Any) -> str | int:
     return text
 
 
-def resolve_init(cfg: DictConfig, source: Source) -> InitModel | None:
-    """model.init -> the parent model, checked against this run's model and data; None without model.init."""
-    ref = cfg.model.init
-    freeze = parse_freeze(cfg.model.freeze)
+def find_parent(cfg: DictConfig, overrides: list[str]) -> ResolvedModel | None:
+    """model.init -> the parent model (None without it), and the run takes the parent's architecture.
+
+    Called when the run's settings are settled (every rank; before anything is created). A fine-tune has the
+    parent's shapes, so `model.args` the command line does not name become the parent's: a parent trained
+    at width 24 (the fp32 recipe) is fine-tuned at width 24 without repeating it. `model.args.K=V` on the
+    command line is kept and checked in `resolve_init` (a clash is one line). Another architecture is not
+    switched silently: its group's types and defaults differ, so `model=NAME` is asked for instead.
+    """
+    ref = cfg.model.get("init")
     if not ref:
-        if freeze != "none" and freeze != 0:
-            raise FinetuneError(f"model.freeze={freeze} needs model.init=REF (frozen random weights learn nothing)")
         return None
     from clfops.serving.resolve import resolve_model
 
     found = resolve_model(str(ref), cfg.tracking.uri)
+    if found.manifest.model == cfg.model.name:
+        named = [o for o in overrides if C.override_key(o) != "model"]  # the group's defaults are not a choice
+        for key, value in found.manifest.model_args.items():
+            if not C.names(f"model.args.{key}", named):
+                OmegaConf.update(cfg, f"model.args.{key}", value, merge=False)
+    return found
+
+
+def resolve_init(cfg: DictConfig, source: Source, found: ResolvedModel | None) -> InitModel | None:
+    """The parent (`find_parent`), checked against this run's model and data; None without model.init."""
+    ref = cfg.model.init
+    freeze = parse_freeze(cfg.model.freeze)
+    if not ref or found is None:
+        if freeze != "none" and freeze != 0:
+            raise FinetuneError(f"model.freeze={freeze} needs model.init=REF (frozen random weights learn nothing)")
+        return None
     m = found.manifest
     if m.model != cfg.model.name:
         raise FinetuneError(f"model.init={ref} is a {m.model}, the run trains {cfg.model.name}: set model={m.model}")
     args = C.to_container(cfg.model.args)
     if dict(m.model_args) != dict(args):
-        raise FinetuneError(f"model.init={ref} was built with {m.model_args}, model.args is {args}: make them equal")
+        clash = ", ".join(f"model.args.{k}={args.get(k)}" for k, v in m.model_args.items() if args.get(k) != v)
+        raise FinetuneError(
+            f"model.init={ref} was built with {m.model_args}; this run sets {clash or args}: drop it to keep the "
+            "parent's shapes"
+        )
     if m.in_channels != source.channels and {m.in_channels, source.channels} != {1, 3}:
         raise FinetuneError(
             f"model.init={ref} takes {m.in_channels} channel(s), the data has {source.channels}: only grey <-> RGB "

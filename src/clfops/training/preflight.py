@@ -20,6 +20,7 @@ from clfops.data import DataError, Source
 from clfops.data.loader import Splits, make_splits
 from clfops.data.sources import load_source
 from clfops.safe_files import CheckpointError
+from clfops.serving.resolve import ResolvedModel
 from clfops.tracking import TrackingError, client, resolve_uri
 from clfops.training.build import check_settings
 from clfops.training.checkpoint import ResumePoint
@@ -36,7 +37,7 @@ class Prepared:
     init: InitModel | None = None
 
 
-def preflight(cfg: DictConfig, resume: ResumePoint | None) -> Prepared:
+def preflight(cfg: DictConfig, resume: ResumePoint | None, parent: ResolvedModel | None = None) -> Prepared:
     """Config ranges + settings, data, tracking store: a UserError (one line) on the first that fails."""
     if resume is None:  # a resumed config is the checkpoint's own (checked when it started) plus overrides
         C.validate_ranges(cfg)
@@ -45,7 +46,7 @@ def preflight(cfg: DictConfig, resume: ResumePoint | None) -> Prepared:
     check_tracking(cfg, resume)
     # model.init: resolved and fitted to this run's net now (another architecture, channels that cannot adapt,
     # an unknown reference: one line). On resume only freeze is checked: the init is not applied again.
-    init = resolve_init(cfg, source) if resume is None else None
+    init = resolve_init(cfg, source, parent) if resume is None else None
     parse_freeze(cfg.model.freeze)
     return Prepared(source, splits, init)
 

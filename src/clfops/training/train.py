@@ -58,7 +58,7 @@ def train(
     setup = prepare(cfg, list(overrides or []))  # a user mistake stops here: no run dir, no MLflow run
     if not setup.rank.is_zero:
         return _train_worker(setup)
-    prepared = preflight(setup.cfg, setup.resume)  # config, data, tracking store: checked before anything exists
+    prepared = preflight(setup.cfg, setup.resume, setup.parent)  # config, data, store: before anything exists
     setup.clock.lap("data")
     run_dir = setup.resume.run_dir if setup.resume else runs.create(Path(cfg.run.root).resolve(), cfg.run.name)
     ending = RunEnding(run_dir)

@@ -92,7 +92,3 @@ def first_values(space: list[Param]) -> list[str]:
     """Each parameter at its first value (low end, first choice): composing these checks the keys and types."""
     values = [p.choices[0] if p.kind == "categorical" else int(p.low or 0) if p.kind == "int" else p.low for p in space]
     return [f"{p.name}={format_value(v)}" for p, v in zip(space, values, strict=True)]
-
-
-def override_key(item: str) -> str:
-    return item.split("=", 1)[0].lstrip("+~")

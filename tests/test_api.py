@@ -101,6 +101,7 @@ def _user_configs(root: Path) -> Path:
     return conf
 
 
+@pytest.mark.slow
 def test_config_dir_adds_user_groups_to_the_packaged_ones(tmp_path: Path) -> None:
     conf = _user_configs(tmp_path)
     shown = run_cli("train", "--config-dir", "conf", "+experiment=my", "optimizer=sgd", "--cfg", "job", cwd=tmp_path)
@@ -146,6 +147,7 @@ def test_info_and_resolve(tmp_path: Path) -> None:
     assert resolved.returncode == 0 and "seed: 0" in resolved.stdout
 
 
+@pytest.mark.slow
 def test_multirun_runs_the_grid_under_one_parent(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = run_cli(

@@ -81,6 +81,7 @@ def _run(base: dict, *overrides: str) -> dict:
     return train(C.compose("train", args), args)
 
 
+@pytest.mark.slow
 def test_finetune_beats_scratch_and_records_its_parent(base: dict) -> None:
     scores = {}
     for seed in (0, 1):

@@ -11,6 +11,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from conftest import CLFOPS, REPO, TINY, run_cli
 
 # 300 images in batches of 8: 30 batches an epoch (240 train, 60 val), long enough to be seen on screen.
@@ -55,6 +57,7 @@ def _train_in_tmux(tmp_path: Path) -> tuple[list[str], str, str]:
     return screens, final, ANSI.sub("", raw.read_bytes().decode("utf-8", "replace"))
 
 
+@pytest.mark.slow
 def test_bar_on_a_terminal(tmp_path: Path) -> None:
     assert shutil.which("tmux"), "tmux is not installed (`make test-deps` installs it as root)"
     screens, final, drawn = _train_in_tmux(tmp_path)
@@ -83,6 +86,7 @@ def test_bar_on_a_terminal(tmp_path: Path) -> None:
     assert "test accuracy" in final and not any(re.search(r" \d+/30 ", line) for line in final.splitlines())
 
 
+@pytest.mark.slow
 def test_one_line_per_epoch_without_a_terminal(tmp_path: Path) -> None:
     args = [f"run.root={tmp_path / 'runs'}", f"tracking.uri=sqlite:///{tmp_path / 'm.db'}"]
     overrides = [o for o in TINY if not o.startswith(("logging.progress", "trainer.max_epochs"))]

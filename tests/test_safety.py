@@ -89,6 +89,7 @@ def _train_cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) ->
     return run_cli("train", *TINY, f"run.root={tmp_path / 'runs'}", *args, cwd=tmp_path, env=env)
 
 
+@pytest.mark.postgres
 def test_postgres_password_is_nowhere_and_resume_takes_it_from_the_environment(tmp_path: Path) -> None:
     secret = _planted()
     with pg_database() as db:
@@ -115,6 +116,7 @@ def test_postgres_password_is_nowhere_and_resume_takes_it_from_the_environment(t
         _assert_nowhere(secret, _everything(run_dir, client, run.info.run_id, None, tmp_path / "dl2"))
 
 
+@pytest.mark.multiprocess
 def test_http_credentials_go_as_basic_auth_and_are_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = _planted() + "xyz"  # the server's policy: at least 12 characters
     with pg_database() as db:

@@ -63,6 +63,7 @@ def _check(tmp_path: Path, store: str, family: dict[str, dict]) -> None:
     assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1, unknown.stderr
 
 
+@pytest.mark.slow
 def test_show_on_the_local_store(tmp_path: Path, store: str) -> None:
     _check(tmp_path, store, _family(tmp_path, store))
     bogus = run_cli("show", "no-such-thing", "--tracking-uri", store, cwd=tmp_path)

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -70,6 +71,7 @@ def _chromium(url: str, tmp_path: Path, *mode: str) -> subprocess.CompletedProce
     return subprocess.run(args, capture_output=True, text=True, timeout=180, check=False)
 
 
+@pytest.mark.multiprocess
 def test_ui_lands_on_training_runs_and_sigterm_stops_everything(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = Tracker.start(store, "fashion_mnist", "tiny-cnn", {}, 10.0)

@@ -65,16 +65,45 @@ def pytest_configure(config: pytest.Config) -> None:
     while the other worker waits on a subprocess, a server or a database.
     """
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    cores = sorted(os.sched_getaffinity(0))
-    if worker and count > 1 and len(cores) >= count:
-        os.sched_setaffinity(0, cores[int(worker.removeprefix("gw")) % count :: count])
+    if worker and count > 1 and len(ALL_CORES) >= count:
+        os.sched_setaffinity(0, ALL_CORES[int(worker.removeprefix("gw")) % count :: count])
+
+
+ALL_CORES = sorted(os.sched_getaffinity(0))
+HEAVY = ("slow", "multiprocess", "postgres", "mariadb", "s3", "browser")  # the markers `make test-fast` leaves out
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Fixtures imply their markers; then the files with the most heavy tests go first.
+
+    xdist (--dist loadfile) hands whole files to workers in this order: long files first and short ones to
+    fill in at the end (longest-first scheduling) keep a worker from running the last long file alone while
+    the other core idles (the first xdist runs, in file-name order, ended that way).
+    """
     for item in items:
         for fixture in getattr(item, "fixturenames", ()):
             if fixture in FIXTURE_MARKERS:
                 item.add_marker(FIXTURE_MARKERS[fixture])
+    weight: dict[str, int] = {}
+    for item in items:
+        heavy = any(item.get_closest_marker(m) for m in HEAVY)
+        weight[item.nodeid.split("::")[0]] = weight.get(item.nodeid.split("::")[0], 0) + heavy
+    items.sort(key=lambda item: -weight[item.nodeid.split("::")[0]])  # stable: a file keeps its own order
+
+
+@pytest.fixture(autouse=True)
+def _every_core_for_several_processes(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A `multiprocess` test (DDP ranks, 8 concurrent runs, a server and its clients) may use every core, not
+    just its xdist worker's one: its processes would otherwise share a single core."""
+    if request.node.get_closest_marker("multiprocess") is None or os.sched_getaffinity(0) == set(ALL_CORES):
+        yield
+        return
+    own = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, ALL_CORES)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, own)
 
 
 @pytest.fixture

@@ -14,11 +14,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from PIL import Image
 from safetensors.torch import load_file
 
 from clfops import config as C
@@ -27,8 +25,8 @@ from clfops.data.stream import S3Options, StreamSettings, _dataset, _load_split,
 from clfops.serving.saved_model import load_model
 from conftest import free_port
 from test_model_logging import normalised
+from test_stream import write_image_folder
 
-CLASSES = ("bright", "dark", "stripes")
 PER_CLASS = 40  # 120 images: enough val images that rank 0's half would give another val/loss than all of them
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 KILLED_NODE_BOUND_S = 120  # how long node 0 may take to fail the job once node 1 is gone
@@ -36,16 +34,7 @@ KILLED_NODE_BOUND_S = 120  # how long node 0 may take to fail the job once node 
 
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """root/<class>/*.png, 12x12 grey (as tests/test_stream.py): three classes an MLP tells apart quickly."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(CLASSES):
-        (root / name).mkdir()
-        for i in range(PER_CLASS):
-            noise = rng.integers(0, 40, size=(12, 12))
-            pixels = {0: 200 + noise, 1: noise, 2: np.tile([0, 230], 6)[None, :] + noise}[label]
-            Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(root / name / f"{i:03d}.png")
-    return root
+    return write_image_folder(tmp_path_factory.mktemp("images"), PER_CLASS)
 
 
 @pytest.fixture

@@ -22,18 +22,21 @@ CLASSES = ("bright", "dark", "stripes")
 PER_CLASS = 16  # 48 images: 9 test (3 a class, the folder carve), 8 val, 31 train
 
 
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """root/<class>/*.png, 12x12 grey: three classes a tiny model tells apart in one epoch."""
-    root = tmp_path_factory.mktemp("images")
+def write_image_folder(root: Path, per_class: int) -> Path:
+    """root/<class>/*.png, 12x12 grey: three classes (bright, dark, stripes) a tiny model tells apart quickly."""
     rng = np.random.default_rng(0)
     for label, name in enumerate(CLASSES):
         (root / name).mkdir()
-        for i in range(PER_CLASS):
+        for i in range(per_class):
             noise = rng.integers(0, 40, size=(12, 12))
             pixels = {0: 200 + noise, 1: noise, 2: np.tile([0, 230], 6)[None, :] + noise}[label]
-            Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(root / name / f"{i:02d}.png")
+            Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(root / name / f"{i:03d}.png")
     return root
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("images"), PER_CLASS)
 
 
 def _overrides(root: str) -> list[str]:

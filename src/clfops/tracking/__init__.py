@@ -14,6 +14,7 @@ Model logging and promotion live in `clfops.registry`.
 """
 
 from clfops.tracking.artifacts import RunRef, download_model, download_run_artifact, find_run, log_evaluation
+from clfops.tracking.registry import MODEL_NAME, TORCH_MODEL_NAME, Registry, load_pyfunc
 from clfops.tracking.store import DEFAULT_URI, TrackingError, client, resolve_uri, run_dir_lookup
 from clfops.tracking.studies import PARENT_TAG, RunHistory, child_run_ids, end_pruned, run_histories, set_run_tags
 from clfops.tracking.tracker import STATUSES, Tracker

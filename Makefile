@@ -51,11 +51,10 @@ XDIST := -n auto --dist loadfile
 test: data test-deps bytecode
 	$(VENV)/bin/pytest -q $(XDIST)
 
-# The tier without services, browser, several processes or training runs (markers in pyproject.toml): the check
-# to run while editing. `make test` still runs everything.
-FAST := not (postgres or mariadb or s3 or browser or multiprocess or slow)
+# The tier without services, browser, several processes or training runs (`--fast`: tests/conftest.py's HEAVY
+# markers, listed in pyproject.toml): the check to run while editing. `make test` still runs everything.
 test-fast: data bytecode
-	$(VENV)/bin/pytest -q $(XDIST) -m "$(FAST)"
+	$(VENV)/bin/pytest -q $(XDIST) --fast
 
 # ruff, then the layering contracts in pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)

@@ -70,7 +70,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 ALL_CORES = sorted(os.sched_getaffinity(0))
-HEAVY = ("slow", "multiprocess", "postgres", "mariadb", "s3", "browser")  # the markers `make test-fast` leaves out
+HEAVY = ("slow", "multiprocess", "postgres", "mariadb", "s3", "browser")  # what `pytest --fast` leaves out
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fast", action="store_true", help="leave out the tests marked " + ", ".join(HEAVY))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -89,6 +93,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         heavy = any(item.get_closest_marker(m) for m in HEAVY)
         weight[item.nodeid.split("::")[0]] = weight.get(item.nodeid.split("::")[0], 0) + heavy
     items.sort(key=lambda item: -weight[item.nodeid.split("::")[0]])  # stable: a file keeps its own order
+    if config.getoption("fast"):  # `make test-fast`
+        heavy = {item.nodeid for item in items if any(item.get_closest_marker(m) for m in HEAVY)}
+        config.hook.pytest_deselected(items=[item for item in items if item.nodeid in heavy])
+        items[:] = [item for item in items if item.nodeid not in heavy]
 
 
 @pytest.fixture(autouse=True)

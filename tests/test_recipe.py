@@ -81,8 +81,3 @@ def test_a_run_records_its_recipe_and_a_resume_keeps_it(compose, store: str, tmp
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "model.args.width=32: drop it to keep the parent's shapes" in res.stderr and "width': 24" in res.stderr
     assert not root.exists()
-
-
-def test_fine_tuning_leaves_the_model_keys_to_the_parent() -> None:
-    cfg = C.compose("train", ["recipe=fp32", "model.init=runs/parent"])
-    assert (cfg.model.args.width, cfg.trainer.max_epochs) == (32, 5)  # the run takes the parent's (below)

@@ -14,7 +14,8 @@ recipe. `recipe=bf16` or `recipe=fp32` picks one by hand.
 
 A recipe (configs/_recipes/NAME.yaml) only tunes the model it names (`model.name`); with another model it
 changes nothing. It never replaces a key the command line names: `model.args.width=32` or
-`trainer.max_epochs=6` win over it; with `model.init` (fine-tuning) the model keys are the parent's.
+`trainer.max_epochs=6` win over it. A fine-tune (`model.init`) trains the parent's `model.args` whatever the
+recipe set (training/finetune.py: find_parent).
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ def resolve_recipe(cfg: DictConfig, overrides: list[str]) -> None:
     values = OmegaConf.load(config_dir() / "_recipes" / f"{name}.yaml")
     if values.get("model", {}).get("name") != cfg.model.name:
         return
-    if cfg.model.get("init") is not None:  # fine-tuning: the parent's architecture (training/finetune.py)
-        overrides = [*overrides, "model"]
     for key, value in flatten(values).items():
         if key != "model.name" and not names(key, overrides):
             OmegaConf.update(cfg, key, value, merge=False)

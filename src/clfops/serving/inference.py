@@ -105,7 +105,9 @@ class InferenceModel(nn.Module):
         self.step = InputStep.of(manifest)
         self.net = net.eval().to(memory_format=self.step.memory_format)
         self.manifest = manifest
-        self.temperature = float(manifest.temperature)
+        # A buffer, not a Python float: it follows .to(device), and an export keeps it as a named tensor (its
+        # value is not baked into the graph: serving/onnx_cache.py). Non-persistent: not in the state_dict.
+        self.register_buffer("temperature", torch.tensor(float(manifest.temperature)), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # float() first: under bf16 autocast the net's logits are bf16, and x / 1.0 is exact (old models unchanged)

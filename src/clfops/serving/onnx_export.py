@@ -81,11 +81,39 @@ def metadata(manifest: Manifest) -> dict[str, str]:
 
 
 def export_bytes(net: nn.Module, manifest: Manifest) -> bytes:
-    """The serialized ONNX model (graph + weights inline + metadata_props)."""
+    """The serialized ONNX model (graph + weights inline + metadata_props). The graph comes from the cache of
+    exported graphs when this architecture was exported before (serving/onnx_cache.py), holding `net`'s tensors."""
     import onnx
 
+    from clfops.serving.onnx_cache import cached_export
+
+    structure = {
+        "opset": OPSET,
+        "network": f"{type(net).__module__}.{type(net).__qualname__}",
+        "model": manifest.model,
+        "model_args": manifest.model_args,
+        "in_channels": int(manifest.in_channels),
+        "image_size": [int(v) for v in manifest.image_size],
+        "test_flip": bool(manifest.test_flip),
+    }
     module = ProbabilityModel(net, manifest)
-    example = torch.zeros((2, manifest.in_channels, *manifest.image_size), dtype=torch.uint8)
+    probe = np.random.default_rng(0).integers(0, 256, (8, manifest.in_channels, *structure["image_size"]), np.uint8)
+
+    def agrees(proto: Any) -> bool:  # a cached graph with this model's tensors: the same answers as torch
+        return agreement(proto.SerializeToString(), net, manifest, probe).max_prob_diff <= MAX_PROB_DIFF
+
+    proto = cached_export(module, structure, _export, agrees)
+    onnx.helper.set_model_props(proto, metadata(manifest))
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def _export(module: nn.Module) -> Any:
+    """torch.onnx's dynamo exporter, dynamic batch size, without onnxscript's optimizer passes: each of the
+    module's tensors stays one initializer under its own name (what the cache relies on; onnxruntime applies
+    its own graph optimizations when it loads the model)."""
+    channels, height, width = module.manifest.in_channels, *module.manifest.image_size
+    example = torch.zeros((2, channels, height, width), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1)
     # The exporter reports each pass through `logging` and prints a progress line per step: neither is
     # the user's business once export succeeded (failures still raise with the exporter's message).
@@ -103,15 +131,12 @@ def export_bytes(net: nn.Module, manifest: Manifest) -> bytes:
                 dynamic_shapes={"images": {0: batch}},
                 opset_version=OPSET,
                 verbose=False,
-                optimize=True,
+                optimize=False,
             )
     finally:
         quiet.level = level
     assert program is not None
-    proto = program.model_proto
-    onnx.helper.set_model_props(proto, metadata(manifest))
-    onnx.checker.check_model(proto)
-    return proto.SerializeToString()
+    return program.model_proto
 
 
 def write_onnx(net: nn.Module, manifest: Manifest, out: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,9 @@ def test_predict_matches_the_cli_for_paths_arrays_and_pil(trained: clfops.RunRes
     assert np.allclose(frame["probability"], [row["probability"] for row in cli], atol=1e-6)
     assert list(frame["class_2"]) == [row["top_k"][1]["class"] for row in cli]
     from_array = clfops.predict(trained.run_dir, arrays)
-    from_pil = clfops.predict(trained.run_dir, Image.fromarray(arrays[0]))
+    with warnings.catch_warnings():  # a PIL image's pixels are read-only: no "non-writable array" warning
+        warnings.simplefilter("error")
+        from_pil = clfops.predict(trained.run_dir, Image.fromarray(arrays[0]))
     assert np.allclose(from_array["probability"], frame["probability"], atol=1e-6)
     assert from_pil["class"][0] == frame["class"][0]
     from_folder = clfops.predict(trained.run_dir, tmp_path)

@@ -57,8 +57,9 @@ def cached_export(module: nn.Module, structure: dict[str, Any], export: Export, 
     if proto is not None and _fill(proto, values) and agrees(proto):
         log.debug(f"ONNX graph from the cache: {path}")
         return proto
+    other = _perturbed_copy(module)  # copied before `module` is exported: an exported module carries tracing state
     proto = export(module)
-    if _independent_of_values(proto, module, values, export):
+    if _blanked(proto, set(values)) == _blanked(export(other), set(values)):  # see "Why the swap is exact"
         try:
             atomic_write_bytes(path, proto.SerializeToString(), durable=False)
         except OSError as err:
@@ -116,16 +117,16 @@ def _fill(proto: Any, values: dict[str, torch.Tensor]) -> bool:
     return True
 
 
-def _independent_of_values(proto: Any, module: nn.Module, values: dict[str, torch.Tensor], export: Export) -> bool:
-    """Export a copy of `module` with every floating tensor changed; True when both graphs are equal once the
-    named initializers' contents are blanked: nothing else in the graph came from a tensor's values."""
+def _perturbed_copy(module: nn.Module) -> nn.Module:
+    """A copy of `module` with every floating tensor changed. Its graph, once the named initializers' contents
+    are blanked, equals the original's exactly when nothing else in the graph came from a tensor's value."""
     other = copy.deepcopy(module)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for tensor in state_tensors(other).values():
             if tensor.is_floating_point():
                 tensor.add_(torch.rand(tensor.shape, generator=gen, dtype=tensor.dtype) + 0.5)
-    return _blanked(proto, set(values)) == _blanked(export(other), set(values))
+    return other
 
 
 def _blanked(proto: Any, named: set[str]) -> bytes:

@@ -78,7 +78,10 @@ def _to_nchw(x: np.ndarray, channels: int) -> np.ndarray:
 
 def to_model_batch(images: np.ndarray, channels: int, size: tuple[int, int]) -> torch.Tensor:
     """Any accepted image array -> uint8 (N, channels, H, W), converted as `data.sources.adapt` does."""
-    x = torch.from_numpy(np.ascontiguousarray(_to_nchw(_as_uint8(np.asarray(images)), channels)))
+    array = np.ascontiguousarray(_to_nchw(_as_uint8(np.asarray(images)), channels))
+    if not array.flags.writeable:  # read-only memory (np.frombuffer, an image's buffer): torch warns on it
+        array = array.copy()
+    x = torch.from_numpy(array)
     if x.shape[1] != channels:
         if channels == 3:
             x = x.expand(-1, 3, -1, -1)

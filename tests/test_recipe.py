@@ -24,10 +24,11 @@ def test_auto_follows_the_precision_this_machine_trains_in() -> None:
     assert C.compose("train", ["trainer.precision=bf16-mixed"]).recipe == "bf16"
 
 
-@pytest.mark.parametrize(("recipe", "width", "epochs"), [("fp32", 24, 5), ("bf16", 32, 6)])
-def test_each_recipe_sets_its_keys(recipe: str, width: int, epochs: int) -> None:
+@pytest.mark.parametrize(("recipe", "width", "hidden", "epochs"), [("fp32", 24, 256, 5), ("bf16", 32, 128, 6)])
+def test_each_recipe_sets_its_keys(recipe: str, width: int, hidden: int, epochs: int) -> None:
     cfg = C.compose("train", [f"recipe={recipe}"])
-    assert (cfg.recipe, cfg.model.args.width, cfg.trainer.max_epochs) == (recipe, width, epochs)
+    args = cfg.model.args
+    assert (cfg.recipe, args.width, args.hidden, cfg.trainer.max_epochs) == (recipe, width, hidden, epochs)
 
 
 def test_the_command_line_wins_and_other_models_keep_their_defaults() -> None:

@@ -35,9 +35,9 @@ def test_run_logs_params_tags_metrics_and_artifacts(compose, store: str) -> None
         "version.mlflow",
     ):
         assert key in params, key
-    # quick_cnn, the default (3 convs, fc128), at the width of this machine's recipe (config/recipe.py)
+    # quick_cnn, the default (3 convs, fc), at the width and fc size of this machine's recipe (config/recipe.py)
     assert params["recipe"] == summary["recipe"] in ("fp32", "bf16")
-    assert params["model.parameters"] == {"bf16": "458730", "fp32": "334034"}[summary["recipe"]]
+    assert params["model.parameters"] == {"bf16": "458730", "fp32": "636498"}[summary["recipe"]]
     assert tags["mlflow.runName"] == "logged" and "clfops.command" in tags and "host" in tags
     assert run.data.tags["clfops.run_dir"] == summary["run_dir"]
     for key in (
